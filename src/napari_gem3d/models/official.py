@@ -325,6 +325,8 @@ def from_official(kind: str, state_dict: Mapping[str, torch.Tensor], params: Map
     ``state_dict`` carries the checkpoint prefixes (``model.diffusion_model.`` for UNets,
     ``first_stage_model.`` for the VAE); ``params`` is the official constructor's params dict.
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     prefix = VAE_PREFIX if kind == "vae" else UNET_PREFIX
     official = _strip(state_dict, prefix)
     model = build_from_official(kind, params, official.keys())

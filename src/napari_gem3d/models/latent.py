@@ -1,0 +1,81 @@
+"""Between pixels and latents: image slices, informed slices and masks through the VAE.
+
+Images are grey slices in [-1, 1]. They are repeated to the VAE's input channels, encoded to
+the posterior mean and multiplied by the latent scale factor; decoding divides by it and keeps
+channel 0. Masks reach the latent grid in one of two ways:
+
+* ``"vae"`` (official): the encoded label image (one grey channel) goes through the VAE like
+  anatomy;
+* ``"pool"`` (our one-hot models): each one-hot channel is area-averaged to the latent grid,
+  so the condition is exact label fractions per latent pixel, with no VAE in the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import repeat
+
+from .vae import AutoencoderKL
+
+MASK_CONDITIONS = ("vae", "pool")
+
+
+@dataclass
+class LatentCodec:
+    vae: AutoencoderKL
+    scale_factor: float
+    mask_condition: str = "vae"
+
+    def __post_init__(self):
+        if self.mask_condition not in MASK_CONDITIONS:
+            raise ValueError(f"mask_condition must be one of {MASK_CONDITIONS}, got {self.mask_condition!r}")
+
+    @property
+    def downsampling(self) -> int:
+        return self.vae.config.downsampling
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.embed_dim
+
+    def _to_vae_channels(self, x: torch.Tensor) -> torch.Tensor:
+        cin = self.vae.config.in_channels
+        if x.shape[1] == cin:
+            return x
+        if x.shape[1] != 1:
+            raise ValueError(f"expected grey images (N, 1, H, W) or (N, {cin}, H, W), got {tuple(x.shape)}")
+        return repeat(x, "n 1 h w -> n c h w", c=cin)
+
+    def encode(self, images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+        """``(N, 1, H, W)`` in [-1, 1] -> scaled posterior-mean latents ``(N, C, H/f, W/f)``."""
+        param = next(self.vae.parameters())
+        out = []
+        for start in range(0, images.shape[0], chunk):
+            x = self._to_vae_channels(images[start : start + chunk].to(param.device, param.dtype))
+            out.append(self.vae.encode(x) * self.scale_factor)
+        return torch.cat(out)
+
+    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """Scaled latents -> grey images ``(N, 1, H, W)`` (channel 0 of the decoder output)."""
+        param = next(self.vae.parameters())
+        out = []
+        for start in range(0, latents.shape[0], chunk):
+            z = latents[start : start + chunk].to(param.device, param.dtype) / self.scale_factor
+            out.append(self.vae.decode(z)[:, :1])
+        return torch.cat(out)
+
+    def mask_condition_latents(self, encoded_mask: torch.Tensor) -> torch.Tensor:
+        """Encoded mask slices ``(N, Cm, H, W)`` (from ``LabelSpec.encode``) -> latent-grid condition."""
+        if self.mask_condition == "vae":
+            if encoded_mask.shape[1] != 1:
+                raise ValueError("the 'vae' mask condition expects a single grey channel (official encoding)")
+            return self.encode(encoded_mask)
+        f = self.downsampling
+        param = next(self.vae.parameters())
+        return F.avg_pool2d(encoded_mask.to(param.device, param.dtype), kernel_size=f, stride=f)
+
+    def mask_channels(self, label_channels: int) -> int:
+        return self.latent_channels if self.mask_condition == "vae" else label_channels

@@ -1,0 +1,192 @@
+"""Window plans: which slices each window generates, which frames it already knows, and when.
+
+Default plan (corrected GEM-3D)
+    A first window contains the start slice ``s`` (centred on it where the volume allows).
+    Then windows propagate up (toward z = N-1) and down (toward 0), each overlapping the slices
+    generated before it by ``overlap`` frames. The last window of a direction slides back to stay
+    inside the volume, and *every* frame that overlaps already-generated slices is marked known,
+    at its true position. Every slice is generated exactly once; known frames are never written.
+    Round k holds the k-th up and the k-th down window: they run in one batched call.
+
+Volumes shorter than the window get one shorter window (the networks take any frame count:
+temporal layers are convolutions and attention along frames).
+
+``official=True`` reproduces the official driver's arithmetic, bugs included (reference
+§9.2-9.3, bugs B3-B5): misaligned known frame in the last windows, overwrites, the coverage
+hole when ``s % 15 == 1`` and slice ``s`` generated twice (the downward write wins).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Direction = str  # "first" | "up" | "down"
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int  # position in the plan (also seeds the window's noise)
+    start: int  # first slice (inclusive)
+    stop: int  # last slice (exclusive)
+    direction: Direction
+    known: tuple[int, ...]  # frame indices pasted from already-generated latents
+    round: int  # windows with the same round run in one batched call
+    write: tuple[int, ...]  # frame indices whose result is written into the volume
+    known_slices: tuple[int, ...]  # slice whose latent fills each known frame (== start + frame unless official)
+    informed_slice: int | None  # slice whose generated latent is this window's informed latent (None: the initial one)
+    provided: tuple[int, ...] = ()  # known frames whose *given* latent this window puts into the volume (start slice)
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def emitted(self) -> tuple[int, ...]:
+        """Frames that become final when this window finishes (written or provided), sorted."""
+        return tuple(sorted(self.write + self.provided))
+
+    @property
+    def emit_range(self) -> tuple[int, int]:
+        """Slices final after this window, as ``[z0, z1)`` (always contiguous)."""
+        frames = self.emitted
+        return self.start + frames[0], self.start + frames[-1] + 1
+
+
+def _validate(num_slices: int, window: int, overlap: int, start: int) -> None:
+    for name, value in (("num_slices", num_slices), ("window", window), ("overlap", overlap), ("start", start)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if num_slices < 1:
+        raise ValueError(f"num_slices must be >= 1, got {num_slices}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
+    if not 0 <= start < num_slices:
+        raise ValueError(f"start slice {start} is outside the volume [0, {num_slices})")
+
+
+def plan_windows(
+    num_slices: int,
+    window: int,
+    overlap: int,
+    start: int,
+    *,
+    start_known: bool = False,
+    official: bool = False,
+) -> list[Window]:
+    """Ordered windows generating a volume of ``num_slices`` slices from start slice ``start``.
+
+    ``start_known``: the informed slice *is* slice ``start`` of this volume; its latent is pasted
+    as a known frame of the first window and that slice is not generated.
+    """
+    _validate(num_slices, window, overlap, start)
+    if official:
+        if overlap != 1:
+            raise ValueError("the official plan is defined for overlap 1 only")
+        return _official_plan(num_slices, window, start)
+    return _plan(num_slices, window, overlap, start, start_known)
+
+
+def _make(index, start, stop, direction, known, rnd, informed, provided=()) -> Window:
+    frames = range(stop - start)
+    return Window(
+        index=index,
+        start=start,
+        stop=stop,
+        direction=direction,
+        known=tuple(known),
+        round=rnd,
+        write=tuple(f for f in frames if f not in set(known)),
+        known_slices=tuple(start + f for f in known),
+        informed_slice=informed,
+        provided=tuple(provided),
+    )
+
+
+def _plan(n: int, w: int, h: int, s: int, start_known: bool) -> list[Window]:
+    w = min(w, n)
+    first_start = min(max(s - (w - 1) // 2, 0), n - w)
+    first_known = (s - first_start,) if start_known else ()
+    if start_known and w == 1:
+        return []  # the whole (one-slice) volume is the known informed slice
+    windows = [_make(0, first_start, first_start + w, "first", first_known, 0, None, first_known)]
+    up, down = [], []
+    lo, hi = first_start, first_start + w  # generated region [lo, hi)
+    # up
+    prev_stop = hi
+    while prev_stop < n:
+        start = min(prev_stop - h, n - w)
+        known = [f for f in range(w) if start + f < prev_stop]
+        up.append((start, known, prev_stop - 1))
+        prev_stop = start + w
+    # down
+    prev_start = lo
+    while prev_start > 0:
+        start = max(prev_start + h - w, 0)
+        known = [f for f in range(w) if start + f >= prev_start]
+        down.append((start, known, prev_start))
+        prev_start = start
+    index = 1
+    for rnd in range(1, max(len(up), len(down)) + 1):
+        for direction, seq in (("up", up), ("down", down)):
+            if rnd <= len(seq):
+                start, known, informed = seq[rnd - 1]
+                windows.append(_make(index, start, start + w, direction, known, rnd, informed))
+                index += 1
+    return windows
+
+
+def _official_plan(n: int, w: int, s: int) -> list[Window]:
+    if n < w:
+        # the official code cannot run here (it raises); use one short free window
+        return [_make(0, 0, n, "first", (), 0, None)]
+    stride = w - 1
+    n_up = math.ceil((n - 1 - s) / stride)
+    n_down = math.ceil((s - 1) / stride) if s > 1 else 0  # bug B4 (should be ceil(s / stride))
+    ups, downs = [], []
+    for i in range(n_up):
+        last = i == n_up - 1
+        start = n - w if last else s + stride * i
+        if i == 0:
+            write = tuple(range(1, w)) if last else tuple(range(w))
+            ups.append(Window(0, start, start + w, "up", (), 0, write, (), None))
+        else:
+            # the known latent is window i-1's last slice, pasted into frame 0 wherever the window is (B3)
+            src = s + stride * i
+            ups.append(Window(0, start, start + w, "up", (0,), 0, tuple(range(1, w)), (src,), src))
+    for i in range(n_down):
+        last = i == n_down - 1
+        start = 0 if last else s - stride * i - stride
+        if i == 0:
+            write = tuple(range(w - 1)) if last else tuple(range(w))
+            downs.append(Window(0, start, start + w, "down", (), 0, write, (), None))
+        else:
+            src = s - stride * i
+            downs.append(Window(0, start, start + w, "down", (w - 1,), 0, tuple(range(w - 1)), (src,), src))
+    out = []
+    for rnd in range(max(n_up, n_down)):
+        for seq in (ups, downs):  # within a round the downward write lands last, as in the official order
+            if rnd < len(seq):
+                win = seq[rnd]
+                out.append(Window(len(out), win.start, win.stop, win.direction, win.known, rnd, win.write,
+                                  win.known_slices, win.informed_slice))
+    return out
+
+
+def rounds(windows: list[Window]) -> list[list[Window]]:
+    """Windows grouped by round, in order."""
+    grouped: dict[int, list[Window]] = {}
+    for win in windows:
+        grouped.setdefault(win.round, []).append(win)
+    return [grouped[k] for k in sorted(grouped)]
+
+
+def coverage(windows: list[Window], num_slices: int) -> list[int]:
+    """How many times each slice is written by the plan (the default plan gives all ones)."""
+    counts = [0] * num_slices
+    for win in windows:
+        for f in win.emitted:
+            counts[win.start + f] += 1
+    return counts
