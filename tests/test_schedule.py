@@ -165,5 +165,6 @@ def test_training_targets():
     # the v identities: x0 = sqrt(a) x_t - sqrt(1-a) v, eps = sqrt(1-a) x_t + sqrt(a) v
     xt = s.add_noise(x0, noise, t).double()
     torch.testing.assert_close(ac.sqrt() * xt - (1 - ac).sqrt() * v.double(), x0.double(), rtol=0, atol=1e-5)
-    torch.testing.assert_close(ac.sqrt() * v.double() + (1 - ac).sqrt() * xt, noise.double(), rtol=0, atol=1e-5)
+    eps = ac.sqrt() * v.double() + (1 - ac).sqrt() * xt
+    torch.testing.assert_close(eps, noise.double(), rtol=0, atol=1e-5)
     assert s.training_target(x0.bfloat16(), noise.bfloat16(), t, dtype=torch.float32).dtype == torch.float32

@@ -74,7 +74,9 @@ class DDIMPlan:
             if tuple(getattr(self, f).shape) != (n,):
                 raise ValueError(f"DDIMPlan.{f} must have shape ({n},), got {tuple(getattr(self, f).shape)}")
         if tuple(self.renoise_a.shape) != (n + 1,):
-            raise ValueError(f"DDIMPlan.renoise_a must have shape ({n + 1},), got {tuple(self.renoise_a.shape)}")
+            raise ValueError(
+                f"DDIMPlan.renoise_a must have shape ({n + 1},), got {tuple(self.renoise_a.shape)}"
+            )
 
     @property
     def num_steps(self) -> int:
@@ -125,7 +127,7 @@ def renoise_alpha_cumprod(
     else:
         prev = np.concatenate([[0], ts[:-1]])  # t_prev per ascending DDIM index
         idx = np.concatenate([[ts[-1]], prev[::-1]])
-    return ac[torch.from_numpy(np.ascontiguousarray(idx))].clone()
+    return ac[torch.from_numpy(idx.astype(np.int64))].clone()
 
 
 def make_ddim_plan(
@@ -136,8 +138,8 @@ def make_ddim_plan(
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     ts = ddim_timesteps(num_steps, schedule.num_train_timesteps)
     prev = np.concatenate([[0], ts[:-1]])
-    t = torch.from_numpy(np.ascontiguousarray(ts[::-1]))
-    t_prev = torch.from_numpy(np.ascontiguousarray(prev[::-1]))
+    t = torch.from_numpy(ts[::-1].copy())
+    t_prev = torch.from_numpy(prev[::-1].copy())
     ac = schedule.alphas_cumprod_f32
     a_t, a_prev = ac[t].clone(), ac[t_prev].clone()
     return DDIMPlan(

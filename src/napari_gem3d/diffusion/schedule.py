@@ -150,7 +150,8 @@ class NoiseSchedule:
                 f"timesteps t must be a scalar or of shape (B,) with B = x.shape[0] = {x.shape[0]}, "
                 f"got shape {tuple(t.shape)}"
             )
-        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps):
+        in_range = t.device.type != "cpu" or t.numel() == 0  # range-checked on CPU only (no device sync)
+        if not in_range and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps):
             raise ValueError(f"timesteps must lie in [0, {self.num_train_timesteps - 1}], got {t.tolist()}")
         t = t.long()
         shape = (-1,) + (1,) * (x.ndim - 1) if t.ndim == 1 else ()
