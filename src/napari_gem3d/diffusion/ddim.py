@@ -161,7 +161,8 @@ class StepOutput:
     x_prev:   the next latent: the sample in x_t.dtype, or ``prev_sample`` itself when scoring
     pred_x0:  float32 predicted x0 (clipped if ``clip_x0``)
     mean:     float32 mean of p(x_prev | x_t)
-    std:      float32 sigma, shaped to broadcast against x_t (0-d or (B, 1, ...))
+    std:      float32 sigma, shaped to broadcast against x_t (0-d or (B, 1, ...)); a CPU 0-d tensor when
+              sigma was a python float or CPU 0-d tensor (pass plan tensors on x's device to avoid this)
     log_prob: float32 (B,) mean Gaussian log-density of x_prev, or None
     """
 
