@@ -212,7 +212,9 @@ def _read_nifti(path: Path) -> Volume:
     hdr = img.header
     shape = _check_3d(tuple(img.shape), path)  # before loading any data
     array = _native(np.asarray(img.dataobj)).reshape(shape)
-    slope, inter = (float(v) for v in (hdr["scl_slope"], hdr["scl_inter"]))
+    # nibabel moves scl_slope/scl_inter from the header into the array proxy on load
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
     disk_dtype = np.dtype(hdr.get_data_dtype())
     header: dict[str, Any] = {
         "format": "nifti2" if isinstance(hdr, nib.Nifti2Header) else "nifti1",
@@ -226,8 +228,8 @@ def _read_nifti(path: Path) -> Volume:
         "axcodes": tuple(nib.aff2axcodes(img.affine)),
         "_nifti_header": hdr.copy(),
     }
-    if np.isfinite(slope) and slope != 0:
-        header["scl_slope"], header["scl_inter"] = slope, (inter if np.isfinite(inter) else 0.0)
+    if (slope, inter) != (1.0, 0.0):
+        header["scl_slope"], header["scl_inter"] = slope, inter
     for ext in hdr.extensions:
         content = ext.get_content()
         if ext.get_code() == NIFTI_COMMENT_CODE and isinstance(content, bytes):
