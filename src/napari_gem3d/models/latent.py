@@ -49,13 +49,21 @@ class LatentCodec:
             raise ValueError(f"expected grey images (N, 1, H, W) or (N, {cin}, H, W), got {tuple(x.shape)}")
         return repeat(x, "n 1 h w -> n c h w", c=cin)
 
-    def encode(self, images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-        """``(N, 1, H, W)`` in [-1, 1] -> scaled posterior-mean latents ``(N, C, H/f, W/f)``."""
+    def encode(self, images: torch.Tensor, chunk: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(N, 1, H, W)`` in [-1, 1] -> scaled latents ``(N, C, H/f, W/f)``.
+
+        The posterior mean, unless a (CPU) ``generator`` is given: then a posterior sample, as the
+        official code draws (``official_compat``).
+        """
         param = next(self.vae.parameters())
         out = []
         for start in range(0, images.shape[0], chunk):
             x = self._to_vae_channels(images[start : start + chunk].to(param.device, param.dtype))
-            out.append(self.vae.encode(x) * self.scale_factor)
+            mean, logvar = self.vae.posterior(x)
+            if generator is not None:
+                eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
+                mean = mean + torch.exp(0.5 * logvar) * eps
+            out.append(mean * self.scale_factor)
         return torch.cat(out)
 
     def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -67,12 +75,14 @@ class LatentCodec:
             out.append(self.vae.decode(z)[:, :1])
         return torch.cat(out)
 
-    def mask_condition_latents(self, encoded_mask: torch.Tensor) -> torch.Tensor:
+    def mask_condition_latents(
+        self, encoded_mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Encoded mask slices ``(N, Cm, H, W)`` (from ``LabelSpec.encode``) -> latent-grid condition."""
         if self.mask_condition == "vae":
             if encoded_mask.shape[1] != 1:
                 raise ValueError("the 'vae' mask condition expects a single grey channel (official encoding)")
-            return self.encode(encoded_mask)
+            return self.encode(encoded_mask, generator=generator)
         f = self.downsampling
         param = next(self.vae.parameters())
         return F.avg_pool2d(encoded_mask.to(param.device, param.dtype), kernel_size=f, stride=f)

@@ -1,0 +1,124 @@
+"""The DDIM loop over a batch of windows, with known-frame replacement (RePaint-style).
+
+Known frames hold latents that were generated before (the overlap with the previous window,
+or the true start slice). Before the loop and after every step they are replaced by those
+latents re-noised to ``plan.renoise_a`` (the current noise level of x; the official levels in
+``official_compat`` plans). The same loop samples the slice model (no known frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..diffusion import DDIMPlan, ddim_step
+from .cancel import CancelToken
+
+
+class NoiseSource(Protocol):
+    def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """One standard-normal tensor; ``kind`` is "x_T", "ddim" or "known"."""
+
+
+class SeededNoise:
+    """Per-window noise from its own CPU generator, so a window's draws do not depend on batching."""
+
+    def __init__(self, seed: int, stream: int):
+        state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(stream)]).generate_state(2)
+        self.generator = torch.Generator("cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, dtype=torch.float32)
+
+
+class ReplayNoise:
+    """Replays recorded draws in order (golden tests); checks the kinds match."""
+
+    def __init__(self, draws: Sequence[tuple[str, torch.Tensor]]):
+        self.draws = list(draws)
+        self.position = 0
+
+    def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        recorded_kind, tensor = self.draws[self.position]
+        if recorded_kind != kind:
+            raise AssertionError(f"draw {self.position}: expected {recorded_kind!r}, sampler asked for {kind!r}")
+        self.position += 1
+        return tensor.reshape(shape).float()
+
+
+@dataclass
+class Known:
+    """Known frames of a batch: ``mask`` (B, F) bool, ``latents`` (B, F, C, h, w) (zeros elsewhere)."""
+
+    mask: torch.Tensor
+    latents: torch.Tensor
+
+    @property
+    def any(self) -> bool:
+        return bool(self.mask.any())
+
+
+StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
+
+
+def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: Sequence[NoiseSource]) -> torch.Tensor:
+    """Replace the known frames of ``x`` by their latents re-noised to ``alpha_bar``."""
+    out = x.clone()
+    a = alpha_bar.to(device=x.device, dtype=torch.float32)
+    for b, noise in enumerate(noises):
+        frames = torch.nonzero(known.mask[b], as_tuple=False).flatten()
+        if frames.numel() == 0:
+            continue
+        kn = known.latents[b, frames].float()
+        eps = noise.draw("known", tuple(kn.shape)).to(x.device)
+        out[b, frames] = (a.sqrt() * kn + (1.0 - a).sqrt() * eps).to(x.dtype)
+    return out
+
+
+def denoise(
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    plan: DDIMPlan,
+    noises: Sequence[NoiseSource],
+    *,
+    known: Known | None = None,
+    prediction: str = "eps",
+    cancel: CancelToken | None = None,
+    on_step: StepHook | None = None,
+) -> torch.Tensor:
+    """Run the DDIM loop from ``x`` (= x_T, batch of B windows or slices) to the final sample.
+
+    ``model_fn(x, t)`` returns the network output for ``x`` at timesteps ``t`` (B,).
+    ``noises[b]`` supplies the random draws of batch element b.
+    ``on_step(i, x_t, x_prev, log_prob)`` sees every step (x_t after the paste, x_prev before the
+    next paste); when given, the step also returns the log-probability over generated frames.
+    """
+    if len(noises) != x.shape[0]:
+        raise ValueError(f"need one noise source per batch element ({x.shape[0]}), got {len(noises)}")
+    plan = plan.to(x.device)
+    use_known = known is not None and known.any
+    frame_mask = ~known.mask.to(x.device) if (use_known and x.ndim == 5) else None
+    if use_known:
+        x = paste_known(x, known, plan.renoise_a[0], noises)
+    batch = x.shape[0]
+    for i in range(plan.num_steps):
+        if cancel is not None:
+            cancel.check()
+        t = plan.t[i].expand(batch)
+        out = model_fn(x, t)
+        z = torch.stack([n.draw("ddim", tuple(x.shape[1:])) for n in noises]).to(x.device)
+        a_t, a_prev, sigma = plan.coefficients(i)
+        record = on_step is not None and plan.eta > 0
+        step = ddim_step(
+            out, x, a_t, a_prev, sigma, prediction=prediction, noise=z,
+            frame_mask=frame_mask if record else None, return_log_prob=record,
+        )
+        x_prev = step.x_prev
+        if on_step is not None:
+            on_step(i, x, x_prev, step.log_prob)
+        x = paste_known(x_prev, known, plan.renoise_a[i + 1], noises) if use_known else x_prev
+    return x

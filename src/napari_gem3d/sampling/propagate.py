@@ -1,0 +1,213 @@
+"""Algorithm 1 of GEM-3D as one generator: the only implementation, shared by GUI, CLI and RL.
+
+``generate(bundle, request)`` encodes the mask slices and the informed slice once, walks the
+window plan round by round (the up and down windows of a round share one batched UNet call),
+yields a :class:`WindowUpdate` with the decoded slices of every finished window and returns a
+:class:`SamplingResult`. A cancel token is checked between denoising steps; device memory is
+released in ``finally``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..diffusion import make_ddim_plan
+from ..masks import mask_hash
+from ..models.bundle import ModelBundle
+from .cancel import CancelToken
+from .denoise import Known, SeededNoise, denoise
+from .device import autocast, effective_precision, release_memory, resolve_device
+from .plan import Window, plan_windows, rounds
+from .request import SamplingRequest, SamplingResult, WindowUpdate
+
+COND_STREAM = 1 << 30  # noise stream of the posterior samples drawn in official_compat mode
+
+
+class Recorder(Protocol):
+    """Optional observer of every denoising step (RL rollouts)."""
+
+    def on_round(self, windows: list[Window], cond: torch.Tensor, known: Known | None, plan) -> None: ...
+
+    def on_step(self, i: int, x_t: torch.Tensor, x_prev: torch.Tensor, log_prob: torch.Tensor | None) -> None: ...
+
+    def on_round_end(self, x0: torch.Tensor) -> None: ...
+
+
+def _groups(windows: list[Window], independent: bool, batch: int) -> list[list[Window]]:
+    if not independent:
+        return rounds(windows)
+    return [windows[i : i + batch] for i in range(0, len(windows), batch)]
+
+
+def generate(
+    bundle: ModelBundle,
+    request: SamplingRequest,
+    *,
+    cancel: CancelToken | None = None,
+    recorder: Recorder | None = None,
+) -> Generator[WindowUpdate, None, SamplingResult]:
+    opts = request.options
+    cfg = bundle.config
+    mask = np.asarray(request.mask)
+    num_slices, height, width = mask.shape
+    if (height, width) != tuple(cfg.image_size):
+        raise ValueError(
+            f"mask slices are {height}x{width} but the model works at {cfg.image_size[0]}x{cfg.image_size[1]}: "
+            "bring the mask to the model grid first (napari_gem3d.volume.to_model)"
+        )
+    cfg.labels.validate(mask)
+    gem3d = opts.mode == "gem3d"
+    unet = bundle.volume if gem3d else bundle.baseline
+    if unet is None:
+        have = ", ".join(sorted(bundle.unets))
+        raise ValueError(f"this model has no {'GEM-3D volume' if gem3d else 'baseline'} network (it has: {have})")
+    informed = request.informed if gem3d else None
+    start_known = bool(informed is not None and informed.is_true_slice)
+    overlap = cfg.overlap if opts.overlap is None else opts.overlap
+    windows = plan_windows(
+        num_slices, cfg.window, overlap, request.start, start_known=start_known, official=opts.official_compat
+    )
+    independent = not gem3d  # baseline: no informed chain, no known frames -> windows are independent
+    inpaint = gem3d and opts.inpaint_overlap
+
+    device = resolve_device(opts.device)
+    precision = effective_precision(opts.precision, device)
+    bundle.to(device)
+    codec = bundle.codec
+    ddim = make_ddim_plan(cfg.schedule, opts.steps, opts.eta, official_compat=opts.official_compat).to(device)
+    cond_gen = SeededNoise(opts.seed, COND_STREAM).generator if opts.official_compat else None
+
+    t0 = time.perf_counter()
+    timings = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
+    total = len(windows)
+    if cancel is not None:
+        cancel.progress = (0, total)
+    buffer = decoded = None
+    try:
+        with torch.no_grad():
+            encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
+            mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen)
+            ref = _informed_latent(codec, informed, cfg.window, cond_gen, device)
+            lat_c, lat_h, lat_w = codec.latent_channels, *cfg.latent_size
+            buffer = torch.zeros(num_slices, lat_c, lat_h, lat_w, device=device)
+            if start_known:
+                buffer[request.start] = ref[0]
+            decoded = np.zeros((num_slices, height, width), np.float32)
+            emitted = np.zeros(num_slices, bool)
+            timings["encode"] = time.perf_counter() - t0
+            done = 0
+            for group in _groups(windows, independent, opts.max_batch_windows):
+                tg = time.perf_counter()
+                noises = [SeededNoise(opts.seed, w.index) for w in group]
+                frames = group[0].length
+                x = torch.stack([n.draw("x_T", (frames, lat_c, lat_h, lat_w)) for n in noises]).to(device)
+                cond = torch.stack([_condition(w, mask_lat, ref, buffer, gem3d) for w in group])
+                known = _known(group, buffer) if inpaint else None
+                if recorder is not None:
+                    recorder.on_round(group, cond, known, ddim)
+
+                def model_fn(xt, t, cond=cond):
+                    with autocast(device, precision):
+                        return unet(torch.cat([xt, cond.to(xt.dtype)], dim=2), t).float()
+
+                x0 = denoise(
+                    model_fn, x, ddim, noises, known=known, prediction=cfg.schedule.prediction,
+                    cancel=cancel, on_step=None if recorder is None else recorder.on_step,
+                )
+                if recorder is not None:
+                    recorder.on_round_end(x0)
+                for b, w in enumerate(group):
+                    idx = torch.tensor([w.start + f for f in w.write], device=device)
+                    buffer[idx] = x0[b, list(w.write)]
+                timings["denoise"] += time.perf_counter() - tg
+                for w in group:
+                    td = time.perf_counter()
+                    z0, z1 = w.emit_range
+                    slices = codec.decode(buffer[z0:z1], chunk=opts.decode_chunk)[:, 0].float().cpu().numpy()
+                    decoded[z0:z1] = slices
+                    emitted[z0:z1] = True
+                    timings["decode"] += time.perf_counter() - td
+                    done += 1
+                    if cancel is not None:
+                        cancel.progress = (done, total)
+                    yield WindowUpdate(
+                        z0=z0, z1=z1, slices=slices.copy(), direction=w.direction, index=done - 1, total=total,
+                        elapsed=time.perf_counter() - t0, window_start=w.start, window_stop=w.stop,
+                    )
+            holes = np.flatnonzero(~emitted)  # only official_compat plans leave holes (bug B4)
+            if holes.size:
+                idx = torch.from_numpy(holes).to(device)
+                decoded[holes] = codec.decode(buffer[idx], chunk=opts.decode_chunk)[:, 0].float().cpu().numpy()
+            timings["total"] = time.perf_counter() - t0
+            latents = buffer.float().cpu().numpy()
+        return SamplingResult(
+            volume=decoded,
+            latents=latents,
+            windows=windows,
+            timings=timings,
+            provenance=_provenance(bundle, request, windows, device, precision, overlap, timings, mask),
+        )
+    finally:
+        del buffer
+        release_memory(device)
+
+
+def _informed_latent(codec, informed, frames: int, generator, device) -> torch.Tensor | None:
+    """(1, C, h, w) posterior mean of the informed slice, or (frames, C, h, w) samples in compat mode."""
+    if informed is None:
+        return None
+    if informed.latent is not None:
+        lat = torch.as_tensor(np.asarray(informed.latent), dtype=torch.float32, device=device)
+        return lat[None] if lat.ndim == 3 else lat
+    img = torch.as_tensor(np.asarray(informed.image, dtype=np.float32), device=device)[None, None]
+    if generator is not None:
+        return codec.encode(img.expand(frames, -1, -1, -1), generator=generator)
+    return codec.encode(img)
+
+
+def _condition(w: Window, mask_lat, ref, buffer, gem3d: bool) -> torch.Tensor:
+    """(frames, Cm [+ C], h, w): mask latents of the window, then the informed latent per frame."""
+    m = mask_lat[w.start : w.stop]
+    if not gem3d:
+        return m
+    inf = ref if w.informed_slice is None else buffer[w.informed_slice][None]
+    return torch.cat([m, inf.expand(w.length, -1, -1, -1)], dim=1)
+
+
+def _known(group: list[Window], buffer: torch.Tensor) -> Known:
+    frames = group[0].length
+    mask = torch.zeros(len(group), frames, dtype=torch.bool)
+    lat = torch.zeros(len(group), frames, *buffer.shape[1:], device=buffer.device)
+    for b, w in enumerate(group):
+        for f, z in zip(w.known, w.known_slices, strict=True):
+            mask[b, f] = True
+            lat[b, f] = buffer[z]
+    return Known(mask.to(buffer.device), lat)
+
+
+def _provenance(bundle, request, windows, device, precision, overlap, timings, mask) -> dict:
+    opts = request.options
+    return {
+        "generator": "napari-gem3d",
+        "model": {"name": bundle.config.name, "hash": bundle.model_hash, "path": str(bundle.path or "")},
+        "mode": opts.mode,
+        "official_compat": opts.official_compat,
+        "inpaint_overlap": opts.inpaint_overlap,
+        "steps": opts.steps,
+        "eta": opts.eta,
+        "seed": opts.seed,
+        "start_slice": request.start,
+        "window": bundle.config.window,
+        "overlap": overlap,
+        "num_windows": len(windows),
+        "informed": dict(request.informed.source) if request.informed is not None and opts.mode == "gem3d" else None,
+        "mask_sha256": mask_hash(mask),
+        "device": str(device),
+        "precision": precision,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }

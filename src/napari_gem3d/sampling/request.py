@@ -1,0 +1,91 @@
+"""Frozen inputs and outputs of one generation (safe to hand to a worker thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Mode = Literal["gem3d", "baseline"]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    steps: int = 50
+    eta: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (half precision on GPU only)
+    mode: Mode = "gem3d"  # "baseline": mask only, windows independent (Make-A-Volume)
+    inpaint_overlap: bool = True  # paste re-noised known frames at every step (RePaint-style)
+    official_compat: bool = False  # the official plan, re-noising levels and posterior sampling
+    decode_chunk: int = 16
+    overlap: int | None = None  # None: the bundle's overlap
+    max_batch_windows: int = 2  # windows per UNet call (independent windows only: baseline)
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        if self.mode not in ("gem3d", "baseline"):
+            raise ValueError(f"mode must be 'gem3d' or 'baseline', got {self.mode!r}")
+        if self.decode_chunk < 1 or self.max_batch_windows < 1:
+            raise ValueError("decode_chunk and max_batch_windows must be >= 1")
+
+
+@dataclass(frozen=True)
+class InformedSlice:
+    """The patient prior: a model-grid image in [-1, 1] (h, w) and/or a latent (C, h/f, w/f)."""
+
+    image: np.ndarray | None = None
+    latent: np.ndarray | None = None
+    source: dict[str, Any] = field(default_factory=dict)  # provenance: how it was picked or generated
+    is_true_slice: bool = False  # it *is* slice `start` of the volume being generated (pasted as known)
+
+    def __post_init__(self):
+        if self.image is None and self.latent is None:
+            raise ValueError("an informed slice needs an image or a latent")
+        if self.image is not None and np.asarray(self.image).ndim != 2:
+            raise ValueError(f"informed slice image must be 2-D (h, w), got shape {np.shape(self.image)}")
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """Everything a generation needs, on the model grid (slice axis first)."""
+
+    mask: np.ndarray  # (Z, h, w) integer labels declared by the bundle
+    start: int  # start slice index
+    informed: InformedSlice | None = None  # required in "gem3d" mode
+    options: SamplingOptions = field(default_factory=SamplingOptions)
+
+    def __post_init__(self):
+        if np.asarray(self.mask).ndim != 3:
+            raise ValueError(f"mask must be (slices, h, w), got shape {np.shape(self.mask)}")
+        if self.options.mode == "gem3d" and self.informed is None:
+            raise ValueError("GEM-3D mode needs an informed slice (pick one or generate one), or use mode='baseline'")
+
+
+@dataclass(frozen=True)
+class WindowUpdate:
+    """One finished window: slices ``[z0, z1)`` of the model grid are now final."""
+
+    z0: int
+    z1: int
+    slices: np.ndarray  # (z1 - z0, h, w) float32 in [-1, 1], a CPU copy
+    direction: str
+    index: int  # 0-based count of finished windows
+    total: int
+    elapsed: float  # seconds since the generation started
+    window_start: int = 0
+    window_stop: int = 0
+
+
+@dataclass
+class SamplingResult:
+    volume: np.ndarray  # (Z, h, w) float32 in [-1, 1] on the model grid
+    latents: np.ndarray  # (Z, C, h/f, w/f) float32
+    windows: list
+    timings: dict[str, float]
+    provenance: dict[str, Any]
