@@ -215,6 +215,8 @@ def body_region(image: np.ndarray, threshold: float | None = None) -> np.ndarray
 
 
 def _largest_filled(foreground: np.ndarray) -> np.ndarray:
+    """Largest connected component with holes filled in 3-D and then slice by slice along every axis
+    (a cavity that opens only through the edge of the volume, e.g. a cut-off neck, still gets filled)."""
     from scipy import ndimage
 
     labelled, count = ndimage.label(foreground)
@@ -222,7 +224,15 @@ def _largest_filled(foreground: np.ndarray) -> np.ndarray:
         return np.zeros(foreground.shape, dtype=bool)
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
-    return ndimage.binary_fill_holes(labelled == int(np.argmax(sizes)))
+    body = ndimage.binary_fill_holes(labelled == int(np.argmax(sizes)))
+    if body.ndim == 3:
+        for axis in range(3):  # 2-D filling: no connectivity along `axis`
+            structure = ndimage.generate_binary_structure(3, 1)
+            structure[tuple(0 if a == axis else 1 for a in range(3))] = False
+            structure[tuple(2 if a == axis else 1 for a in range(3))] = False
+            body = ndimage.binary_fill_holes(body, structure=structure)
+        body = ndimage.binary_fill_holes(body)
+    return body
 
 
 def outside_from_image(
@@ -236,7 +246,7 @@ def outside_from_image(
     """Add an "outside body" region to a mask that has none (e.g. for :func:`official_brain_spec`).
 
     The body is the largest connected component of ``image > threshold`` (Otsu by default) together with
-    the lesion voxels, holes filled. Voxels of ``mask`` equal to ``background_label`` become ``body_label``
+    the lesion voxels, holes filled (in 3-D and slice by slice). Voxels of ``mask`` equal to ``background_label`` become ``body_label``
     inside the body and ``outside_label`` outside it; every other (lesion) label is kept. Returns a new
     array of the mask's dtype; the inputs are never modified. For a brain, pass a skull-stripped image or
     a threshold that separates brain from skull, since the official "outside" means outside the brain.
