@@ -19,14 +19,15 @@ from napari_gem3d.volume import Volume
 
 NIB_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
+INSTALL_HINT = "apt-get install insighttoolkit5-examples"
 
 
 def require_data_file(path: Path) -> Path:
     """Skip when a real-data file is missing, unless GEM3D_REQUIRE_DATA is set (then fail)."""
     if not path.exists():
         if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
-            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set (apt-get install insighttoolkit5-examples)")
-        pytest.skip(f"{path} is missing: apt-get install insighttoolkit5-examples (GEM3D_REQUIRE_DATA=1 makes this fail)")
+            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set ({INSTALL_HINT})")
+        pytest.skip(f"{path} is missing: {INSTALL_HINT} (GEM3D_REQUIRE_DATA=1 makes this fail)")
     return path
 
 
@@ -249,7 +250,8 @@ def test_nrrd_lps_is_converted_to_ras(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "space, flips", [("right-anterior-superior", (1, 1, 1)), ("RAS", (1, 1, 1)), ("left-anterior-superior", (-1, 1, 1))]
+    "space, flips",
+    [("right-anterior-superior", (1, 1, 1)), ("RAS", (1, 1, 1)), ("left-anterior-superior", (-1, 1, 1))],
 )
 def test_nrrd_other_anatomical_spaces(tmp_path, space, flips):
     data = np.zeros((2, 3, 4), np.uint8)

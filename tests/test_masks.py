@@ -21,14 +21,15 @@ from napari_gem3d.masks import (
 )
 
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
+INSTALL_HINT = "apt-get install insighttoolkit5-examples"
 
 
 def require_data_file(path: Path) -> Path:
     """Skip when a real-data file is missing, unless GEM3D_REQUIRE_DATA is set (then fail)."""
     if not path.exists():
         if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
-            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set (apt-get install insighttoolkit5-examples)")
-        pytest.skip(f"{path} is missing: apt-get install insighttoolkit5-examples (GEM3D_REQUIRE_DATA=1 makes this fail)")
+            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set ({INSTALL_HINT})")
+        pytest.skip(f"{path} is missing: {INSTALL_HINT} (GEM3D_REQUIRE_DATA=1 makes this fail)")
     return path
 
 
@@ -146,7 +147,8 @@ def test_label_spec_json_round_trip(spec):
     assert '"0"' in text  # int keys become strings in JSON
     again = LabelSpec.from_dict(json.loads(text))
     assert again == spec
-    assert np.array_equal(again.encode(np.zeros((1, 2, 2), np.uint8)), spec.encode(np.zeros((1, 2, 2), np.uint8)))
+    zeros = np.zeros((1, 2, 2), np.uint8)
+    assert np.array_equal(again.encode(zeros), spec.encode(zeros))
 
 
 # ------------------------------------------------------------------------------------------ outside body
@@ -203,7 +205,8 @@ def test_body_region_largest_component_with_holes_filled():
 @pytest.mark.data
 def test_outside_from_image_on_real_head_contains_the_brain():
     t1 = np.asarray(nib.load(require_data_file(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz")).dataobj)
-    brain = np.asarray(nib.load(require_data_file(ITK_DATA / "KmeansTest_T1RawSkullStrip.nii.gz")).dataobj) > 0
+    strip = nib.load(require_data_file(ITK_DATA / "KmeansTest_T1RawSkullStrip.nii.gz"))
+    brain = np.asarray(strip.dataobj) > 0
     out = outside_from_image(t1, np.zeros(t1.shape, np.uint8))
     body = out == 1
     assert 0.1 < body.mean() < 0.9

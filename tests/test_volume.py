@@ -24,14 +24,15 @@ from napari_gem3d.volume import (
 )
 
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
+INSTALL_HINT = "apt-get install insighttoolkit5-examples"
 
 
 def require_data_file(path: Path) -> Path:
     """Skip when a real-data file is missing, unless GEM3D_REQUIRE_DATA is set (then fail)."""
     if not path.exists():
         if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
-            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set (apt-get install insighttoolkit5-examples)")
-        pytest.skip(f"{path} is missing: apt-get install insighttoolkit5-examples (GEM3D_REQUIRE_DATA=1 makes this fail)")
+            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set ({INSTALL_HINT})")
+        pytest.skip(f"{path} is missing: {INSTALL_HINT} (GEM3D_REQUIRE_DATA=1 makes this fail)")
     return path
 
 

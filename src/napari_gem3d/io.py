@@ -10,9 +10,9 @@ Rules (ARCHITECTURE.md wall 5):
 
 Header facts land in ``Volume.header`` as plain Python values. NIfTI: ``format``, ``source``, ``zooms``,
 ``dtype`` (on disk), ``qform_code``, ``sform_code``, ``xyzt_units``, ``descrip``, ``scl_slope`` /
-``scl_inter`` (when scaling is set), ``axcodes`` and ``provenance``; the raw nibabel header is kept under the
-private key ``_nifti_header`` so that writing back reproduces it. NRRD: ``format``, ``source``, ``space``
-(as stored), ``zooms``, ``dtype``, ``encoding``, ``axcodes`` and ``provenance``.
+``scl_inter`` (when the data are scaled), ``axcodes`` and ``provenance``; the raw nibabel header is kept
+under the private key ``_nifti_header`` so that writing back reproduces it. NRRD: ``format``, ``source``,
+``space`` (as stored), ``zooms``, ``dtype``, ``encoding``, ``axcodes`` and ``provenance``.
 
 Provenance (a JSON-safe dict) is stored in NIfTI as a header extension with code 6 ("comment") whose text
 starts with :data:`PROVENANCE_MARKER`, and in NRRD as the key/value field ``gem3d_provenance``.
@@ -84,7 +84,9 @@ def _check_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     """The 3-D shape to use for ``shape`` (trailing singleton axes dropped), or a clear error."""
     extra = shape[3:]
     if len(shape) < 3:
-        raise ValueError(f"{path.name} holds a {len(shape)}-D image of shape {shape}; a 3-D volume is needed.")
+        raise ValueError(
+            f"{path.name} holds a {len(shape)}-D image of shape {shape}; a 3-D volume is needed."
+        )
     if any(n != 1 for n in extra):
         raise ValueError(
             f"{path.name} holds a {len(shape)}-D image of shape {shape}; GEM-3D works on one 3-D volume. "
@@ -256,7 +258,8 @@ def _read_nrrd(path: Path) -> Volume:
     other = [i for i in range(ndim) if i not in spatial]
     if len(spatial) != 3 or any(data.shape[i] != 1 for i in other):
         raise ValueError(
-            f"{path.name} holds an image of shape {data.shape} with kinds {kinds}; GEM-3D needs one 3-D volume "
+            f"{path.name} holds an image of shape {data.shape} with kinds {kinds}; "
+            "GEM-3D needs one 3-D volume "
             "(3 spatial axes, any other axis of size 1). Extract one component or time point first, e.g. "
             "with 3D Slicer or `nrrd.read` + indexing, and save it as a 3-D file."
         )
@@ -352,7 +355,9 @@ def write_volume(
     path = Path(path)
     suffix = _suffix(path)
     if suffix not in WRITE_SUFFIXES:
-        extra = " (.nhdr is read-only here: write an attached-header .nrrd instead)" if suffix == ".nhdr" else ""
+        extra = ""
+        if suffix == ".nhdr":
+            extra = " (.nhdr is read-only here: write an attached-header .nrrd instead)"
         raise ValueError(str(_unsupported(path, WRITE_SUFFIXES, "write")) + extra)
     source = volume.header.get("source")
     if source and not overwrite and _same_file(source, path):

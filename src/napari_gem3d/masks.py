@@ -51,7 +51,9 @@ def _present_labels(mask: np.ndarray) -> np.ndarray:
         values = np.unique(mask)
         if np.any(values != np.round(values)):
             bad = values[values != np.round(values)][:_MAX_LISTED]
-            raise ValueError(f"Mask holds non-integer values {bad.tolist()}; a label mask must hold integers.")
+            raise ValueError(
+                f"Mask holds non-integer values {bad.tolist()}; a label mask must hold integers."
+            )
         return values.astype(np.int64)
     if mask.dtype.kind not in "iu":
         raise ValueError(f"A label mask must have an integer (or integral float) dtype, got {mask.dtype}.")
@@ -87,7 +89,9 @@ class LabelSpec:
         object.__setattr__(self, "names", dict(sorted(names.items())))
         if self.encoding == "onehot":
             if self.levels is not None or self.max_level is not None:
-                raise ValueError("levels and max_level apply to the 'official' encoding only; leave them unset.")
+                raise ValueError(
+                    "levels and max_level apply to the 'official' encoding only; leave them unset."
+                )
             return
         levels = {k: float(k) for k in names} if self.levels is None else {
             _int_key(k): float(v) for k, v in self.levels.items()
@@ -246,14 +250,16 @@ def outside_from_image(
     """Add an "outside body" region to a mask that has none (e.g. for :func:`official_brain_spec`).
 
     The body is the largest connected component of ``image > threshold`` (Otsu by default) together with
-    the lesion voxels, holes filled (in 3-D and slice by slice). Voxels of ``mask`` equal to ``background_label`` become ``body_label``
-    inside the body and ``outside_label`` outside it; every other (lesion) label is kept. Returns a new
-    array of the mask's dtype; the inputs are never modified. For a brain, pass a skull-stripped image or
+    the lesion voxels, holes filled (in 3-D and slice by slice). Voxels of ``mask`` equal to
+    ``background_label`` become ``body_label`` inside the body and ``outside_label`` outside it; every
+    other (lesion) label is kept. Returns a new array of the mask's dtype; the inputs are never modified. For a brain, pass a skull-stripped image or
     a threshold that separates brain from skull, since the official "outside" means outside the brain.
     """
     image, mask = np.asarray(image), np.asarray(mask)
     if image.shape != mask.shape:
-        raise ValueError(f"Image shape {image.shape} and mask shape {mask.shape} differ; they must share a grid.")
+        raise ValueError(
+            f"Image shape {image.shape} and mask shape {mask.shape} differ; they must share a grid."
+        )
     background = mask == background_label
     if body_label != background_label and np.any(mask == body_label):
         raise ValueError(

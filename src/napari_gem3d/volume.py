@@ -111,7 +111,8 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the stored axes (column norms of the affine)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return tuple(float(s) for s in norms)  # type: ignore[return-value]
 
     @property
     def axcodes(self) -> tuple[str, str, str]:
@@ -233,7 +234,9 @@ def model_grid(volume: Volume, size: int | tuple[int, int], slice_axis: SliceAxi
             nio.io_orientation(volume.affine), nio.axcodes2ornt(MODEL_AXCODES[slice_axis])
         )
     else:
-        raise ValueError(f"slice_axis must be one of 'S' (axial), 'A' (coronal), 'R' (sagittal), 'k'; got {slice_axis!r}.")
+        raise ValueError(
+            f"slice_axis must be one of 'S' (axial), 'A' (coronal), 'R' (sagittal), 'k'; got {slice_axis!r}."
+        )
     ornt.flags.writeable = False
     oriented_shape = tuple(int(volume.shape[int(ax)]) for ax in np.argsort(ornt[:, 0]))
     _, H, W = oriented_shape
