@@ -252,8 +252,9 @@ def outside_from_image(
     The body is the largest connected component of ``image > threshold`` (Otsu by default) together with
     the lesion voxels, holes filled (in 3-D and slice by slice). Voxels of ``mask`` equal to
     ``background_label`` become ``body_label`` inside the body and ``outside_label`` outside it; every
-    other (lesion) label is kept. Returns a new array of the mask's dtype; the inputs are never modified. For a brain, pass a skull-stripped image or
-    a threshold that separates brain from skull, since the official "outside" means outside the brain.
+    other (lesion) label is kept. Returns a new array of the mask's dtype; the inputs are never modified.
+    For a brain, pass a skull-stripped image or a threshold that separates brain from skull, since the
+    official "outside" means outside the brain.
     """
     image, mask = np.asarray(image), np.asarray(mask)
     if image.shape != mask.shape:
