@@ -42,6 +42,6 @@ def require_data(path: Path) -> Path:
     """Return ``path`` if present; skip (or fail when GEM3D_REQUIRE_DATA is set, as in CI)."""
     if path.exists():
         return path
-    if os.environ.get("GEM3D_REQUIRE_DATA"):
-        pytest.fail(f"required offline data is missing: {path} (run .ci/run to install it)")
-    pytest.skip(f"offline data not installed: {path}")
+    if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
+        pytest.fail(f"required offline data is missing: {path} (.ci/run installs it; GEM3D_REQUIRE_DATA is set)")
+    pytest.skip(f"offline data not installed: {path} (.ci/run installs it; GEM3D_REQUIRE_DATA=1 makes this fail)")

@@ -13,22 +13,13 @@ import nrrd
 import numpy as np
 import pytest
 
+from conftest import require_data
 from napari_gem3d import io as gio
 from napari_gem3d.io import PROVENANCE_MARKER, atomic_write, read_volume, write_volume
 from napari_gem3d.volume import Volume
 
 NIB_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
-INSTALL_HINT = "apt-get install insighttoolkit5-examples"
-
-
-def require_data_file(path: Path) -> Path:
-    """Skip when a real-data file is missing, unless GEM3D_REQUIRE_DATA is set (then fail)."""
-    if not path.exists():
-        if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
-            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set ({INSTALL_HINT})")
-        pytest.skip(f"{path} is missing: {INSTALL_HINT} (GEM3D_REQUIRE_DATA=1 makes this fail)")
-    return path
 
 
 def leftovers(folder: Path, keep: set[str]) -> list[str]:
@@ -121,7 +112,7 @@ def test_nifti_round_trip_keeps_geometry_bit_exact(tmp_path, suffix):
 
 @pytest.mark.data
 def test_itk_kmeans_round_trip_keeps_distinct_qform_and_sform_codes(tmp_path):
-    src = require_data_file(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz")
+    src = require_data(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz")
     vol = read_volume(src)
     assert vol.axcodes == ("L", "S", "A") and vol.spacing == (2.0, 2.0, 3.0)
     assert (vol.header["qform_code"], vol.header["sform_code"]) == (2, 1)

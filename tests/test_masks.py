@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import require_data
 from napari_gem3d.masks import (
     LabelSpec,
     UndeclaredLabelsError,
@@ -21,16 +21,6 @@ from napari_gem3d.masks import (
 )
 
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
-INSTALL_HINT = "apt-get install insighttoolkit5-examples"
-
-
-def require_data_file(path: Path) -> Path:
-    """Skip when a real-data file is missing, unless GEM3D_REQUIRE_DATA is set (then fail)."""
-    if not path.exists():
-        if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
-            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set ({INSTALL_HINT})")
-        pytest.skip(f"{path} is missing: {INSTALL_HINT} (GEM3D_REQUIRE_DATA=1 makes this fail)")
-    return path
 
 
 # ------------------------------------------------------------------------------------------- encodings
@@ -204,8 +194,8 @@ def test_body_region_largest_component_with_holes_filled():
 
 @pytest.mark.data
 def test_outside_from_image_on_real_head_contains_the_brain():
-    t1 = np.asarray(nib.load(require_data_file(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz")).dataobj)
-    strip = nib.load(require_data_file(ITK_DATA / "KmeansTest_T1RawSkullStrip.nii.gz"))
+    t1 = np.asarray(nib.load(require_data(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz")).dataobj)
+    strip = nib.load(require_data(ITK_DATA / "KmeansTest_T1RawSkullStrip.nii.gz"))
     brain = np.asarray(strip.dataobj) > 0
     out = outside_from_image(t1, np.zeros(t1.shape, np.uint8))
     body = out == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt
 
+from conftest import require_data
 from napari_gem3d.volume import (
     MODEL_AXCODES,
     FittedNorm,
@@ -24,16 +24,6 @@ from napari_gem3d.volume import (
 )
 
 ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
-INSTALL_HINT = "apt-get install insighttoolkit5-examples"
-
-
-def require_data_file(path: Path) -> Path:
-    """Skip when a real-data file is missing, unless GEM3D_REQUIRE_DATA is set (then fail)."""
-    if not path.exists():
-        if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
-            pytest.fail(f"{path} is missing and GEM3D_REQUIRE_DATA is set ({INSTALL_HINT})")
-        pytest.skip(f"{path} is missing: {INSTALL_HINT} (GEM3D_REQUIRE_DATA=1 makes this fail)")
-    return path
 
 
 def make_affine(codes, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -345,7 +335,7 @@ def test_model_grid_equality_and_hash():
 @pytest.mark.parametrize("slice_axis, size", [("S", 256), ("A", 128), ("A", 256), ("R", 256)])
 def test_itk_kmeans_labels_round_trip_exact(slice_axis, size):
     """Real LSA 2x2x3 mm head: 1 mm (or native 2 mm) model pixels are integer up-samplings -> exact."""
-    img = nib.load(require_data_file(ITK_DATA / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"))
+    img = nib.load(require_data(ITK_DATA / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"))
     labels = np.asarray(img.dataobj)
     vol = Volume(labels, img.affine)
     assert vol.axcodes == ("L", "S", "A")
@@ -360,7 +350,7 @@ def test_itk_kmeans_labels_round_trip_exact(slice_axis, size):
 
 @pytest.mark.data
 def test_itk_kmeans_axial_model_grid_geometry_and_intensity():
-    img = nib.load(require_data_file(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz"))
+    img = nib.load(require_data(ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz"))
     vol = Volume(np.asarray(img.dataobj), img.affine)
     grid = model_grid(vol, 256, "S")
     # axial: 128 slices (stored axis 1, 2 mm), rows P = 62 x 3 mm = 186 mm, cols L = 128 x 2 mm = 256 mm

@@ -438,6 +438,35 @@ class IntensityNorm:
         return cls(kind=data["kind"], low=float(data.get("low", 0.5)), high=float(data.get("high", 99.5)))
 
 
+def slab_from_model(slices: np.ndarray, z0: int, grid: ModelGrid, kind: ArrayKind) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Model-grid slices ``[z0, z0 + n)`` -> ``(index, block)`` with ``source_array[index] = block``.
+
+    The in-plane fit is per slice and the reorientation is a flip/transpose, so a slab of model
+    slices maps exactly onto a slab of the source array (live preview of a partial volume).
+    Equals the matching part of :func:`from_model` on the whole stack.
+    """
+    _check_kind(kind)
+    slices = np.asarray(slices)
+    n = slices.shape[0]
+    if slices.ndim != 3 or tuple(slices.shape[1:]) != tuple(grid.size) or not 0 <= z0 <= grid.num_slices - n:
+        raise ValueError(
+            f"expected model slices (n, {grid.size[0]}, {grid.size[1]}) inside [0, {grid.num_slices}), "
+            f"got shape {slices.shape} at z0={z0}"
+        )
+    (top, _), (left, _) = grid.pad
+    rh, rw = grid.resized_shape
+    inner = slices[:, top : top + rh, left : left + rw]
+    if kind == "image":
+        inner = inner.astype(np.float32, copy=False)
+    if grid.resized_shape != grid.oriented_shape[1:]:
+        inner = _resize_inplane(inner, grid.oriented_shape[1:], kind)  # type: ignore[arg-type]
+    block = np.array(nio.apply_orientation(inner, grid.inverse_ornt), order="C", copy=True)
+    stored_axis, flip = (int(v) for v in grid.inverse_ornt[0])  # the stored axis that is the model's slice axis
+    lo, hi = (grid.num_slices - z0 - n, grid.num_slices - z0) if flip < 0 else (z0, z0 + n)
+    index = tuple(slice(lo, hi) if ax == stored_axis else slice(None) for ax in range(3))
+    return index, block
+
+
 __all__ = [
     "MODEL_AXCODES",
     "ArrayKind",
@@ -449,5 +478,6 @@ __all__ = [
     "from_model",
     "model_frame_affine",
     "model_grid",
+    "slab_from_model",
     "to_model",
 ]
