@@ -125,6 +125,8 @@ class BundleConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> BundleConfig:
+        if not isinstance(d, dict):
+            raise BundleError(f"{source}: expected a JSON object at the top level, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise BundleError(f"{source}: not a {FORMAT} config (format={d.get('format')!r})")
         version = d.get("format_version")
@@ -153,9 +155,7 @@ class BundleConfig:
             )
         except KeyError as exc:
             raise BundleError(f"{source}: missing entry {exc}") from None
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, BundleError):
-                raise
+        except (TypeError, ValueError, AttributeError) as exc:  # incl. BundleError: name the file
             raise BundleError(f"{source}: {exc}") from None
 
 
@@ -300,7 +300,12 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, overwrite: bool
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            if old is not None:  # put the previous bundle back
+                os.replace(old, folder)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

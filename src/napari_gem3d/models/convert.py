@@ -14,9 +14,10 @@ refused, and nothing in it runs. Every key of the checkpoint is accounted for:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ..diffusion.schedule import NoiseSchedule
 from ..masks import LabelSpec, official_abdomen_spec, official_brain_spec
 from ..volume import IntensityNorm
 from .bundle import BundleConfig, ModelBundle, save_bundle
-from .official import UNET_PREFIX, VAE_PREFIX, build_from_official, official_to_ours
+from .official import UNET_PREFIX, VAE_PREFIX, KeyMismatchError, build_from_official, official_to_ours
 from .unet import UNetConfig
 
 SCHEDULE_BUFFERS = (
@@ -79,26 +80,47 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such checkpoint file")
+    kind = _file_kind(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(
-            f"{path}: refused: loading it would execute code stored in the file (weights_only load failed: "
-            f"{first}). Nothing was run. Only open checkpoints you trust, and extract their state_dict "
-            "with torch.save(ckpt['state_dict']) in a separate, trusted environment."
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear refusal
+        raise ConversionError(_load_failure(path, kind, exc)) from None
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: no tensor state_dict inside (expected a Lightning checkpoint)")
     return dict(state)
 
 
-def _is_zip(path: Path) -> bool:
+def _file_kind(path: Path) -> str:
+    """``"zip"`` (torch.save), ``"pickle"`` (legacy torch.save / pickle) or ``"other"``, from the header."""
     with open(path, "rb") as fh:
-        return fh.read(4) == b"PK\x03\x04"
+        head = fh.read(4)
+    if head == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode
+        return "pickle"
+    return "other"
+
+
+def _load_failure(path: Path, kind: str, exc: Exception) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused ``path`` (nothing was run)."""
+    text = str(exc)
+    forbidden = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if forbidden:
+        return (
+            f"{path}: refused: unpickling it would import and call {forbidden.group(1)}, i.e. run code "
+            "stored in the file; nothing was run (weights_only=True). Only convert checkpoints you trust: "
+            "extract their state_dict with torch.save(ckpt['state_dict'], ...) in a separate, trusted "
+            "environment."
+        )
+    if kind == "other":
+        return f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return (
+        f"{path}: refused: not loadable with weights_only=True ({reason}); nothing was run. It may be "
+        "corrupt, or need code to unpickle; re-save its state_dict with torch.save in a trusted environment."
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -123,7 +145,12 @@ def split_checkpoint(state: Mapping[str, torch.Tensor], schedule: NoiseSchedule,
         raise ConversionError(f"{source}: unexpected key(s) {unknown[:20]}")
     if cond:
         if set(cond) != set(vae):
-            raise ConversionError(f"{source}: cond_stage_model keys differ from first_stage_model keys")
+            only = sorted(set(cond) ^ set(vae))
+            raise ConversionError(
+                f"{source}: cond_stage_model and first_stage_model must hold the same VAE; "
+            "keys in only one: "
+                f"{', '.join(only[:20])}"
+            )
         differing = [k for k in cond if not _same_tensor(cond[k], vae[k])]
         if differing:
             raise ConversionError(f"{source}: cond_stage_model differs from first_stage_model at {differing[:5]}")
@@ -143,35 +170,61 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a, b))
 
 
-def ema_weights(ema: Mapping[str, torch.Tensor], unet_keys) -> dict[str, torch.Tensor]:
-    """Map ``model_ema`` buffers (dots removed) back onto UNet key names."""
-    by_flat = {("diffusion_model" + k).replace(".", ""): k for k in unet_keys}
-    out = {}
+def ema_weights(ema: Mapping[str, torch.Tensor], unet: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map ``model_ema`` buffers (dots removed) back onto UNet key names; strict in both directions."""
+    by_flat = {("diffusion_model" + k).replace(".", ""): k for k in unet}
+    out, unknown = {}, []
     for flat, tensor in ema.items():
         if flat in ("decay", "num_updates"):
             continue
         if flat not in by_flat:
-            raise ConversionError(f"EMA buffer {flat!r} matches no UNet parameter")
+            unknown.append(flat)
+            continue
         out[by_flat[flat]] = tensor
+    if unknown:
+        names = ", ".join(sorted(unknown)[:20])
+        raise ConversionError(f"{len(unknown)} EMA buffer(s) match no UNet parameter: {names}")
+    missing = sorted(set(unet) - set(out))
+    if missing:
+        names = ", ".join(missing[:20])
+        raise ConversionError(f"model_ema has no copy of {len(missing)} UNet parameter(s): {names}")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(unet[k].shape)}" for k, v in out.items()
+             if v.shape != unet[k].shape]
+    if wrong:
+        raise ConversionError(f"EMA shapes differ from the UNet's: {'; '.join(wrong[:20])}")
     return out
 
 
 def convert_unet(kind: str, state: Mapping[str, torch.Tensor], params: Mapping, use_ema: bool = False):
-    """Our UNet module (eval mode) from an unprefixed-split checkpoint; returns (module, config)."""
+    """Our UNet module (eval mode) from an unprefixed-split checkpoint; returns (module, config).
+
+    EMA weights, when present, are always checked to map onto the UNet; they are used only with
+    ``use_ema``. A state on the meta device builds the module on meta too (shape checks only).
+    """
     unet = dict(state["unet"])
+    ema = ema_weights(state["ema"], unet) if state["ema"] else {}
     if use_ema:
-        if not state["ema"]:
+        if not ema:
             raise ConversionError("use_ema was requested but the checkpoint has no model_ema weights")
-        unet.update(ema_weights(state["ema"], unet))
-    model = build_from_official(kind, params, unet.keys())
-    model.load_state_dict(official_to_ours(kind, model, unet), strict=True, assign=_on_meta(unet))
+        unet.update(ema)
+    meta = _on_meta(unet)
+    with _device_if(meta):
+        model = build_from_official(kind, params, unet.keys())
+    model.load_state_dict(official_to_ours(kind, model, unet), strict=True, assign=meta)
     return model.eval(), model.config
 
 
 def convert_vae(vae_state: Mapping[str, torch.Tensor], params: Mapping):
-    model = build_from_official("vae", params, vae_state.keys())
-    model.load_state_dict(official_to_ours("vae", model, vae_state), strict=True, assign=_on_meta(vae_state))
+    meta = _on_meta(vae_state)
+    with _device_if(meta):
+        model = build_from_official("vae", params, vae_state.keys())
+    model.load_state_dict(official_to_ours("vae", model, vae_state), strict=True, assign=meta)
     return model.eval()
+
+
+def _device_if(meta: bool):
+    """Build on the meta device for meta states: no memory, no random initialisation."""
+    return torch.device("meta") if meta else contextlib.nullcontext()
 
 
 def _on_meta(state: Mapping[str, torch.Tensor]) -> bool:
@@ -190,33 +243,50 @@ def convert_official(
     slice_ema: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Convert official checkpoints into a bundle folder at ``out`` and return its path."""
+    """Convert official checkpoints into a bundle folder at ``out`` and return its path.
+
+    ``params`` overrides the published constructor params per kind ("volume", "base", "slice",
+    "vae"). The in-plane size is the UNets' latent ``image_size`` times the VAE downsampling
+    (64 x 8 = 512 for the published models). Nothing is written at ``out`` unless all succeeds.
+    """
     if volume is None and base is None:
         raise ConversionError("give --volume (GEM-3D) and/or --base (mask-only) checkpoints")
+    if Path(out).exists() and not overwrite:
+        raise ConversionError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     params = {**OFFICIAL_PARAMS, **(params or {})}
     schedule = NoiseSchedule()
     label_spec: LabelSpec = {"brain": official_brain_spec, "abdomen": official_abdomen_spec}[labels]()
     sources = {"volume": volume, "base": base, "slice": slice}
     unets, unet_cfgs, provenance = {}, {}, {"converted_from": {}}
-    vae_state = None
+    vae_state, vae_from, latent_sizes = None, None, {}
     for kind, path in sources.items():
         if path is None:
             continue
         split = split_checkpoint(read_checkpoint(path), schedule, str(path))
-        module, cfg = convert_unet(kind, split, params[kind], use_ema=(kind == "slice" and slice_ema))
+        with _naming(path):
+            module, cfg = convert_unet(kind, split, params[kind], use_ema=(kind == "slice" and slice_ema))
         name = {"volume": "volume", "base": "baseline", "slice": "slice"}[kind]
         unets[name], unet_cfgs[name] = module, cfg
+        latent_sizes[name] = int(params[kind].get("image_size", OFFICIAL_PARAMS[kind]["image_size"]))
         provenance["converted_from"][name] = {"file": Path(path).name, "sha256": _sha256(Path(path))}
-        if vae_state is None and split["vae"]:
-            vae_state = split["vae"]
+        if split["vae"] and vae is None:
+            if vae_state is None:
+                vae_state, vae_from = split["vae"], path
+            else:
+                _check_same_vae(vae_state, vae_from, split["vae"], path)
     if vae is not None:
         raw = read_checkpoint(vae)
         vae_state = {k[len(VAE_PREFIX):] if k.startswith(VAE_PREFIX) else k: v for k, v in raw.items()}
         vae_state = {k: v for k, v in vae_state.items() if not k.startswith("loss.")}
+        vae_from = vae
         provenance["converted_from"]["vae"] = {"file": Path(vae).name, "sha256": _sha256(Path(vae))}
     if vae_state is None:
         raise ConversionError("no VAE weights: none of the checkpoints has first_stage_model.* and --vae was not given")
-    vae_model = convert_vae(vae_state, params["vae"])
+    with _naming(vae_from):
+        vae_model = convert_vae(vae_state, params["vae"])
+    if len(set(latent_sizes.values())) != 1:
+        raise ConversionError(f"the UNets were trained on different latent sizes {latent_sizes} (image_size)")
+    size = next(iter(latent_sizes.values())) * vae_model.config.downsampling
     config = BundleConfig(
         vae=vae_model.config,
         unets=unet_cfgs,
@@ -226,7 +296,7 @@ def convert_official(
         mask_condition="vae",
         window=16,
         overlap=1,
-        image_size=(512, 512),
+        image_size=(size, size),
         slice_axis="S",
         intensity=IntensityNorm("minmax"),
         name=f"gem3d-official-{labels}",
@@ -234,6 +304,25 @@ def convert_official(
         provenance=provenance,
     )
     return save_bundle(ModelBundle(config, vae_model, unets), out, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """Prefix key-mapping errors with the checkpoint they come from."""
+    try:
+        yield
+    except (KeyMismatchError, ConversionError, ValueError) as exc:
+        raise ConversionError(f"{path}: {exc}") from exc
+
+
+def _check_same_vae(a: Mapping[str, torch.Tensor], a_from, b: Mapping[str, torch.Tensor], b_from) -> None:
+    differing = sorted(k for k in set(a) | set(b) if k not in a or k not in b or not _same_tensor(a[k], b[k]))
+    if differing:
+        raise ConversionError(
+            f"{a_from} and {b_from} carry different first_stage_model (VAE) weights "
+            f"({', '.join(differing[:5])}{' ...' if len(differing) > 5 else ''}); a bundle has one VAE: "
+            "pass --vae to choose it"
+        )
 
 
 def unet_config_for(kind: str) -> UNetConfig:
