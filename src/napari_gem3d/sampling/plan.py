@@ -109,8 +109,6 @@ def _plan(n: int, w: int, h: int, s: int, start_known: bool) -> list[Window]:
     w = min(w, n)
     first_start = min(max(s - (w - 1) // 2, 0), n - w)
     first_known = (s - first_start,) if start_known else ()
-    if start_known and w == 1:
-        return []  # the whole (one-slice) volume is the known informed slice
     windows = [_make(0, first_start, first_start + w, "first", first_known, 0, None, first_known)]
     up, down = [], []
     lo, hi = first_start, first_start + w  # generated region [lo, hi)

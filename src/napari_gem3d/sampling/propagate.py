@@ -115,14 +115,17 @@ def generate(
                     with autocast(device, precision):
                         return unet(torch.cat([xt, cond.to(xt.dtype)], dim=2), t).float()
 
-                x0 = denoise(
-                    model_fn, x, ddim, noises, known=known, prediction=cfg.schedule.prediction,
-                    cancel=cancel, on_step=None if recorder is None else recorder.on_step,
-                )
+                if any(w.write for w in group):
+                    x0 = denoise(
+                        model_fn, x, ddim, noises, known=known, prediction=cfg.schedule.prediction,
+                        cancel=cancel, on_step=None if recorder is None else recorder.on_step,
+                    )
+                else:  # a one-slice volume whose only slice is the given informed slice
+                    x0 = x
                 if recorder is not None:
                     recorder.on_round_end(x0)
                 for b, w in enumerate(group):
-                    idx = torch.tensor([w.start + f for f in w.write], device=device)
+                    idx = torch.tensor([w.start + f for f in w.write], dtype=torch.long, device=device)
                     buffer[idx] = x0[b, list(w.write)]
                 timings["denoise"] += time.perf_counter() - tg
                 for w in group:
