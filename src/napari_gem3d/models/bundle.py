@@ -203,8 +203,23 @@ def build_bundle(config: BundleConfig) -> ModelBundle:
 
 
 def _file_sha256(path: Path) -> str:
+    """sha256 of a file; a safetensors header is hashed in canonical JSON form.
+
+    safetensors writes its ``__metadata__`` map in no fixed order, so two writes of the same
+    weights can differ in bytes; the canonical header keeps the hash a function of the content.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
+        if path.suffix == ".safetensors":
+            size = int.from_bytes(fh.read(8), "little")
+            try:
+                if size > path.stat().st_size - 8:
+                    raise ValueError("header size beyond the end of the file")
+                header = json.loads(fh.read(size))
+            except (ValueError, UnicodeDecodeError):  # not safetensors: hash the raw bytes (load reports it)
+                fh.seek(0)
+            else:
+                h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
