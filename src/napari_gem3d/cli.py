@@ -14,6 +14,9 @@ COMMANDS = {
     "sample": ("sample", "generate a volume from a mask (and an image or informed slice)"),
     "demo": ("demo", "run the bundled demo case through the bundled model"),
     "convert-official": ("convert", "convert official GEM-3D checkpoints into a model bundle"),
+    "evaluate": ("evaluate", "metrics of generated vs real volumes (MS-SSIM, PSNR, FID-A/C/S, consistency)"),
+    "enhance": ("enhance", "N-fold resampling of an image/mask data set (torchrun-sharded, resumable)"),
+    "harmonize": ("harmonize", "regenerate a data set with one shared informed slice (sharded, resumable)"),
 }
 
 

@@ -1,0 +1,93 @@
+"""gem3d harmonize: de-enhancement, every case generated from its mask with ONE shared informed slice.
+
+The informed slice is taken from ``--informed-from VOL`` at ``--position`` (default 0.5), and the same
+relative position is the start slice in every case, so the whole data set takes that volume's
+appearance; outputs are in the informed volume's intensity units. ``--images`` is optional: when given,
+each output takes its case image's header (the geometry must match the mask). Sharded with
+``torchrun`` and resumable like ``gem3d enhance`` (:mod:`napari_gem3d.batch`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from .common import add_sampling_options, load_model, sampling_options
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--informed-from", type=Path, required=True, help="volume that gives the one informed slice"
+    )
+    p.add_argument("--masks", type=Path, help="folder of label volumes")
+    p.add_argument("--images", type=Path, help="optional folder of images (output headers; paired by name)")
+    p.add_argument("--pairs", type=Path, help="CSV with columns case,image,mask instead of the folders")
+    p.add_argument("--out", type=Path, required=True, help="output folder (images/, masks/, provenance/)")
+    add_sampling_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import batch
+    from ..io import read_volume
+    from ..sampling.informed import pick_informed
+    from ..sampling.pipeline import run_to_end, sample_volume
+
+    if args.pairs is None and args.masks is None:
+        raise ValueError("give --masks DIR (and optionally --images DIR), or --pairs CSV")
+    rank, world, local = batch.dist_env()
+    device = batch.rank_device(args.device, local)
+    batch.share_cpu_threads(device)
+    cases = batch.pair_cases(args.masks, args.images, args.pairs)
+    bundle = load_model(args.model)
+    options = replace(sampling_options(args), device=device)
+    informed = pick_informed(
+        read_volume(args.informed_from), bundle.config, position=args.position, name=str(args.informed_from)
+    )
+    informed_spec = {**batch.input_spec(args.informed_from), "position": args.position}
+
+    jobs = []
+    for case in batch.shard(cases, rank, world):
+        seed = batch.job_seed(args.seed, case.name, "harmonize")
+        spec = {
+            "command": "harmonize",
+            "case": case.name,
+            "seed": seed,
+            "informed": informed_spec,
+            "image": batch.input_spec(case.image),
+            "mask": batch.input_spec(case.mask),
+            "options": batch.options_spec(replace(options, seed=seed)),
+            "model": batch.model_spec(bundle),
+        }
+        jobs.append(batch.Job(case.name, case, spec, batch.output_suffix(case)))
+
+    def produce(job: batch.Job):
+        mask = read_volume(job.case.mask)
+        geometry = mask
+        if job.case.image is not None:
+            geometry = read_volume(job.case.image)
+            if geometry.shape != mask.shape or not np.allclose(geometry.affine, mask.affine, atol=1e-3):
+                raise ValueError(
+                    f"image {job.case.image.name} and mask {job.case.mask.name} differ in geometry"
+                )
+        opts = replace(options, seed=job.spec["seed"])
+        out = run_to_end(sample_volume(bundle, mask, informed=informed, position=args.position, options=opts))
+        provenance = dict(out.provenance)
+        provenance["batch"] = {
+            "command": "harmonize",
+            "case": job.case.name,
+            "mask": str(job.case.mask),
+            "image": str(job.case.image or ""),
+            "informed_from": str(args.informed_from),
+        }
+        return {
+            "image": (geometry.with_array(out.volume.array), np.float32),
+            "mask": (mask, None),
+        }, provenance
+
+    print(f"[rank {rank}] {len(jobs)} of {len(cases)} cases on {device}")
+    summary = batch.run_jobs(jobs, args.out, produce, rank=rank, world=world)
+    print(summary.line(rank, world))
+    return 1 if summary.failed else 0
