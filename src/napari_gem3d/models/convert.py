@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ConversionError(f"{path}: no such checkpoint file")
     kind = _file_kind(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear refusal
         raise ConversionError(_load_failure(path, kind, exc)) from None
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
@@ -105,7 +108,7 @@ def _file_kind(path: Path) -> str:
 def _load_failure(path: Path, kind: str, exc: Exception) -> str:
     """One line saying why ``torch.load(weights_only=True)`` refused ``path`` (nothing was run)."""
     text = str(exc)
-    forbidden = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    forbidden = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
     if forbidden:
         return (
             f"{path}: refused: unpickling it would import and call {forbidden.group(1)}, i.e. run code "
@@ -114,9 +117,13 @@ def _load_failure(path: Path, kind: str, exc: Exception) -> str:
             "environment."
         )
     if kind == "other":
-        return f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+        return (
+            f"{path}: refused: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle with a "
+            "protocol header); nothing was run"
+        )
     detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
+    reason = reason.split(". ")[0].rstrip(".")  # torch appends paragraphs of advice
     return (
         f"{path}: refused: not loadable with weights_only=True ({reason}); nothing was run. It may be "
         "corrupt, or need code to unpickle; re-save its state_dict with torch.save in a trusted environment."
@@ -155,7 +162,7 @@ def split_checkpoint(state: Mapping[str, torch.Tensor], schedule: NoiseSchedule,
         if differing:
             raise ConversionError(f"{source}: cond_stage_model differs from first_stage_model at {differing[:5]}")
     if "alphas_cumprod" in buffers and buffers["alphas_cumprod"].device.type != "meta":
-        ours = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float64)
+        ours = torch.tensor(schedule.alphas_cumprod, dtype=torch.float64)  # copies the read-only array
         theirs = buffers["alphas_cumprod"].double()
         if theirs.shape != ours.shape or (theirs - ours).abs().max() > 1e-6:
             raise ConversionError(f"{source}: its noise schedule differs from {schedule.to_dict()}")
