@@ -17,6 +17,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "metrics of generated vs real volumes (MS-SSIM, PSNR, FID-A/C/S, consistency)"),
     "enhance": ("enhance", "N-fold resampling of an image/mask data set (torchrun-sharded, resumable)"),
     "harmonize": ("harmonize", "regenerate a data set with one shared informed slice (sharded, resumable)"),
+    "counterfactual": ("counterfactual", "one mask x K informed slices -> K volumes + difference maps"),
 }
 
 
