@@ -1,0 +1,167 @@
+"""Sampler benchmark: prints ONE JSON line.
+
+Measures our generator (``napari_gem3d.sampling.propagate.generate``: both directions batched,
+conditions encoded once, each slice decoded once, optional half precision on GPU) against a
+reference loop written the way the official driver works (fp32, one window per UNet call, the
+up pass then the down pass, the mask window re-encoded for every window, every window decoded
+whole), with the same model, steps and volume, in the same run. Speed is reported as a ratio.
+
+    python benchmarks/bench_sampler.py --config tiny --device cpu
+    python benchmarks/bench_sampler.py --config official --device cuda --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from napari_gem3d.diffusion import make_ddim_plan
+from napari_gem3d.models import build_bundle, load_bundle
+from napari_gem3d.models.presets import official_config, small_config
+from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest, plan_windows
+from napari_gem3d.sampling.denoise import Known, SeededNoise, denoise
+from napari_gem3d.sampling.device import resolve_device
+from napari_gem3d.sampling.propagate import generate
+
+CONFIGS = {
+    # the bundled demo model when present, else a random model of the same kind: 64^3 on the CPU
+    "tiny": {"slices": 64, "steps": 25},
+    # the published GEM-3D size with random weights: 155 slices of 512^2, 50 steps
+    "official": {"slices": 155, "steps": 50},
+}
+
+
+def _bundle(name: str):
+    if name == "official":
+        return build_bundle(official_config()), "official-size (random weights)"
+    from napari_gem3d import demo_model_path
+
+    path = demo_model_path()
+    if (path / "config.json").exists():
+        return load_bundle(path), f"bundled demo model ({path.name})"
+    cfg = small_config(64, model_channels=64, channel_mult=(1, 2, 2), vae_mult=(1, 2, 2))
+    return build_bundle(cfg), "demo-size (random weights)"
+
+
+def _mask(bundle, slices: int) -> np.ndarray:
+    h, w = bundle.config.image_size
+    labels = np.asarray(bundle.config.labels.labels)
+    z, y, x = np.mgrid[:slices, :h, :w]
+    r = np.sqrt(((y - h / 2) / (0.4 * h)) ** 2 + ((x - w / 2) / (0.35 * w)) ** 2 + ((z - slices / 2) / (0.5 * slices)) ** 2)
+    idx = np.clip((r * len(labels)).astype(int), 0, len(labels) - 1)
+    return labels[idx].astype(np.uint8)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def run_ours(bundle, request) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    n = sum(1 for _ in generate(bundle, request))
+    if request.options.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, n
+
+
+def run_reference(bundle, request, device) -> float:
+    """The official way: fp32, sequential windows (up pass, then down pass), per-window encode/decode."""
+    cfg, opts, codec = bundle.config, request.options, bundle.codec
+    unet = bundle.volume
+    mask = request.mask
+    windows = plan_windows(mask.shape[0], cfg.window, cfg.overlap, request.start, official=True)
+    ordered = [w for w in windows if w.direction == "up"] + [w for w in windows if w.direction == "down"]
+    plan = make_ddim_plan(cfg.schedule, opts.steps, opts.eta, official_compat=True)
+    lat_c, (lh, lw) = codec.latent_channels, cfg.latent_size
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        img = torch.as_tensor(request.informed.image)[None, None].to(device)
+        ref0 = codec.encode(img)
+        buffer = torch.zeros(mask.shape[0], lat_c, lh, lw, device=device)
+        informed = {"up": ref0, "down": ref0}
+        for w in ordered:
+            enc = torch.from_numpy(cfg.labels.encode(mask[w.start : w.stop]))
+            mlat = codec.mask_condition_latents(enc)  # re-encoded for every window, as the official driver
+            cond = torch.cat([mlat, informed[w.direction].expand(w.length, -1, -1, -1)], dim=1)[None]
+            noise = SeededNoise(opts.seed, w.index)
+            x = noise.draw("x_T", (1, w.length, lat_c, lh, lw)).to(device)
+            known = None
+            if w.known:
+                m = torch.zeros(1, w.length, dtype=torch.bool)
+                kl = torch.zeros(1, w.length, lat_c, lh, lw, device=device)
+                for f, z in zip(w.known, w.known_slices, strict=True):
+                    m[0, f], kl[0, f] = True, buffer[z]
+                known = Known(m.to(device), kl)
+            out = denoise(lambda xt, t, cond=cond: unet(torch.cat([xt, cond], 2), t), x, plan, [noise], known=known)
+            for f in w.write:
+                buffer[w.start + f] = out[0, f]
+            edge = w.stop - 1 if w.direction == "up" else w.start
+            informed[w.direction] = buffer[edge][None]
+            codec.decode(buffer[w.start : w.stop], chunk=16)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--slices", type=int, default=None)
+    p.add_argument("--skip-reference", action="store_true")
+    args = p.parse_args(argv)
+    spec = CONFIGS[args.config]
+    steps = args.steps or spec["steps"]
+    slices = args.slices or spec["slices"]
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    bundle, model_desc = _bundle(args.config)
+    bundle.to(device).vae.eval()
+    for m in bundle.modules().values():
+        m.eval().requires_grad_(False)
+    mask = _mask(bundle, slices)
+    h, w = bundle.config.image_size
+    informed = InformedSlice(image=np.zeros((h, w), np.float32), source={"kind": "benchmark"})
+    options = SamplingOptions(steps=steps, device=str(device), precision=args.precision, seed=0)
+    request = SamplingRequest(mask=mask, start=slices // 2, informed=informed, options=options)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds, windows = run_ours(bundle, request)
+    peak = _peak_memory_mb(device)
+    ref = None if args.skip_reference else run_reference(bundle, request, device)
+    ref_windows = len(plan_windows(slices, bundle.config.window, bundle.config.overlap, slices // 2, official=True))
+    print(json.dumps({
+        "config": args.config,
+        "model": model_desc,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "precision": args.precision if device.type != "cpu" else "fp32",
+        "volume": [slices, h, w],
+        "steps": steps,
+        "windows": windows,
+        "seconds_total": round(seconds, 3),
+        "seconds_per_window": round(seconds / windows, 3),
+        "peak_memory_mb": round(peak, 1),
+        "reference_windows": ref_windows,
+        "reference_seconds_total": None if ref is None else round(ref, 3),
+        "speedup_vs_reference": None if ref is None else round(ref / seconds, 3),
+        "torch": torch.__version__,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
