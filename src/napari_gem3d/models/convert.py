@@ -118,8 +118,8 @@ def _load_failure(path: Path, kind: str, exc: Exception) -> str:
         )
     if kind == "other":
         return (
-            f"{path}: refused: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle with a "
-            "protocol header); nothing was run"
+            f"{path}: refused: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle "
+            "with a protocol header); nothing was run"
         )
     detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
