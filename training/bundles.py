@@ -1,0 +1,107 @@
+"""Bundles between stages: create the first one, read an earlier stage's output, write the next one."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from napari_gem3d.diffusion.schedule import NoiseSchedule
+from napari_gem3d.masks import LabelSpec, official_brain_spec
+from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, VAEConfig, build_bundle, load_bundle
+from napari_gem3d.models.presets import demo_labels
+from napari_gem3d.volume import IntensityNorm
+from torch import nn
+
+from .config import Config
+
+UNTRAINED = "untrained"  # provenance key: components still at their initialisation
+
+
+def label_spec(value) -> LabelSpec:
+    if value == "demo":
+        return demo_labels()
+    if value == "official_brain":
+        return official_brain_spec()
+    if isinstance(value, dict):
+        return LabelSpec.from_dict({"levels": None, "max_level": None, **value})
+    raise ValueError(f"model.labels must be 'demo', 'official_brain' or a LabelSpec mapping, got {value!r}")
+
+
+def new_bundle_config(cfg: Config) -> BundleConfig:
+    """A fresh bundle configuration from the ``model`` and ``data`` sections (first stage of a chain)."""
+    m = cfg.model
+    labels = label_spec(m.labels)
+    vae = VAEConfig(**{"in_channels": 1, "out_channels": 1, "ch": 32, "ch_mult": (1, 2, 2), "num_res_blocks": 1,
+                       "z_channels": 4, "embed_dim": 4, **m.vae})
+    lat = vae.embed_dim
+    mask_ch = lat if m.mask_condition == "vae" else labels.num_channels
+    base = {"out_channels": lat, "model_channels": 32, "channel_mult": (1, 2, 4), "num_res_blocks": 1,
+            "attention_resolutions": (4,), "num_head_channels": 32, **m.unet}
+    slice_cfg = {**base, "context_dim": 64, **m.slice_unet}
+    return BundleConfig(
+        vae=vae,
+        unets={
+            "volume": UNetConfig(**{**base, "in_channels": 2 * lat + mask_ch, "temporal": True}),
+            "baseline": UNetConfig(**{**base, "in_channels": lat + mask_ch, "temporal": True}),
+            "slice": UNetConfig(**{**slice_cfg, "in_channels": lat, "temporal": False}),
+        },
+        schedule=NoiseSchedule(**m.schedule),
+        labels=labels,
+        scale_factor=1.0,
+        mask_condition=m.mask_condition,
+        window=m.window,
+        overlap=m.overlap,
+        image_size=(cfg.data.image_size, cfg.data.image_size),
+        slice_axis=cfg.data.slice_axis,
+        intensity=IntensityNorm.from_dict(cfg.data.intensity),
+        name=m.name,
+        description=m.description,
+        provenance={UNTRAINED: ["vae", "volume", "baseline", "slice"], "training": {}},
+    )
+
+
+def start_bundle(cfg: Config, *, required: bool) -> ModelBundle:
+    """The earlier stage's bundle (``model.init_bundle``), or a fresh one when allowed."""
+    path = cfg.path(cfg.model.init_bundle)
+    if path is None:
+        if required:
+            raise ValueError(
+                f"stage {cfg.stage!r} needs model.init_bundle: the bundle written by an earlier stage "
+                "(at least the VAE stage's out/bundle)"
+            )
+        return build_bundle(new_bundle_config(cfg))
+    bundle = load_bundle(path)
+    if required and "vae" in bundle.config.provenance.get(UNTRAINED, []):
+        raise ValueError(f"{path}: its VAE is untrained; run the vae stage first and point init_bundle at its output")
+    for m in bundle.modules().values():
+        m.requires_grad_(True)
+    return bundle
+
+
+def with_component(bundle: ModelBundle, name: str, module: nn.Module, unet_cfg: UNetConfig | None = None,
+                   **config_changes) -> ModelBundle:
+    """A new bundle object with ``name`` replaced by ``module`` (and its config), marked as trained."""
+    cfg = bundle.config
+    unets = dict(cfg.unets)
+    if unet_cfg is not None:
+        unets[name] = unet_cfg
+    prov = dict(cfg.provenance)
+    prov[UNTRAINED] = [c for c in prov.get(UNTRAINED, []) if c != name]
+    new_cfg = dataclasses.replace(cfg, unets=unets, provenance=prov, **config_changes)
+    modules = dict(bundle.unets)
+    vae = bundle.vae
+    if name == "vae":
+        vae = module
+    else:
+        modules[name] = module
+    return ModelBundle(new_cfg, vae, modules)
+
+
+def record_stage(bundle: ModelBundle, cfg: Config, info: dict) -> ModelBundle:
+    prov = dict(bundle.config.provenance)
+    training = dict(prov.get("training", {}))
+    training[cfg.stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seed": cfg.seed,
+                           "steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, **info}
+    prov["training"] = training
+    return ModelBundle(dataclasses.replace(bundle.config, provenance=prov), bundle.vae, dict(bundle.unets))
+

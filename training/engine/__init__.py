@@ -1,0 +1,1 @@
+"""The training engine shared by every stage: DDP, EMA, checkpoints, the step loop."""
