@@ -55,6 +55,8 @@ def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
         raise ValueError(f"need two (N, F) feature matrices with one F, got {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"a Fréchet distance needs at least 2 samples per set, got {len(a)} and {len(b)}")
+    if a.shape[1] == 1:  # MONAI's covariance squeezes 1 feature to a scalar; a zero feature changes nothing
+        a, b = np.pad(a, ((0, 0), (0, 1))), np.pad(b, ((0, 0), (0, 1)))
     both = np.concatenate([a, b])
     if len(both) < both.shape[1]:  # exact: rotate onto the span of the samples
         _, s, vt = np.linalg.svd(both, full_matrices=False)
