@@ -107,3 +107,31 @@ def test_evaluate_errors_are_one_line(folders, tmp_path, capsys):
     )
     assert "--weights" in capsys.readouterr().err
     assert not (out / "metrics.csv").exists()
+
+
+def test_evaluate_fid_3d_with_deepbet(folders):
+    import importlib.metadata
+    import os
+
+    try:
+        importlib.metadata.distribution("deepbet")
+    except importlib.metadata.PackageNotFoundError:
+        if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
+            pytest.fail("deepbet is required (GEM3D_REQUIRE_DATA is set): pip install deepbet")
+        pytest.skip("deepbet not installed (optional: pip install deepbet)")
+    from napari_gem3d.metrics.features import deepbet_extractor, fallback_extractor
+    from napari_gem3d.metrics.report import evaluate_folders, write_report
+
+    real, gen, out = folders
+    report = evaluate_folders(
+        real,
+        gen,
+        extractor=fallback_extractor(input_size=16),
+        fid_3d_extractor=deepbet_extractor(size=64),
+        stride=4,
+    )
+    write_report(report, out)
+    rows = list(csv.DictReader((out / "metrics.csv").read_text(encoding="utf-8").splitlines()))
+    (fid_row,) = [r for r in rows if r["scope"] == "set"]
+    assert float(fid_row["fid_3d"]) > 0 and "deepbet" in fid_row["note"]
+    assert "FID-3D" in (out / "metrics.md").read_text(encoding="utf-8")

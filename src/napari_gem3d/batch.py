@@ -201,14 +201,14 @@ def shard(items: Sequence, rank: int, world: int) -> list:
 
 
 def rank_device(requested: str, local_rank: int) -> str:
-    """``cuda:LOCAL_RANK`` for auto/cuda when CUDA is available, else the requested device."""
+    """``cuda:LOCAL_RANK`` for auto/cuda when CUDA is available, else the requested (or auto) device."""
     import torch
+
+    from .sampling.device import resolve_device
 
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{local_rank % torch.cuda.device_count()}"
-    if requested == "auto":
-        return "cpu" if not torch.cuda.is_available() else "cuda"
-    return requested
+    return str(resolve_device(requested))
 
 
 def share_cpu_threads(device: str) -> None:
