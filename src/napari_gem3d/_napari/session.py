@@ -1,0 +1,331 @@
+"""Per-viewer state shared by the GEM-3D widgets (one :class:`Session` per viewer, held weakly).
+
+A session holds the loaded model (bundles cached by path), the device, the current informed slice,
+the last generation's inputs (for "Run again"), mask version counters (an edit marks results made
+from an older version as stale), the result layers, and the viewer's one running job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from psygnal import Signal
+
+from .layers import RESULT_KEY
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+    from ..models import ModelBundle
+    from ..sampling import InformedSlice
+    from .jobs import Job
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+DEVICES = ("auto", "cpu", "cuda", "mps")
+STALE_SUFFIX = " [stale]"
+
+
+@dataclass
+class InformedChoice:
+    """The informed slice picked or generated in the informed-slice widget, with a description."""
+
+    informed: InformedSlice
+    description: str
+    position: float | None = None  # relative position it belongs to (the natural start position)
+
+
+@dataclass
+class RunSnapshot:
+    """Everything needed to repeat a generation with another seed (frozen inputs + form values)."""
+
+    mask_layer: Any  # weakref to the mask layer the run used
+    image_layer: Any  # weakref or None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_dir() -> Path:
+    """Where converted official checkpoints go: $GEM3D_CACHE_DIR, else the user cache folder."""
+    env = os.environ.get("GEM3D_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("napari-gem3d"))
+
+
+def default_model_path() -> Path | None:
+    """The bundled demo model, if this installation has it."""
+    from .. import demo_model_path
+
+    path = demo_model_path()
+    return path if (path / "config.json").is_file() else None
+
+
+def available_devices() -> dict[str, str | None]:
+    """Device name -> None when usable, else a how-to message (for greyed-out choices)."""
+    import torch
+
+    out: dict[str, str | None] = {"auto": None, "cpu": None}
+    out["cuda"] = None if torch.cuda.is_available() else (
+        "CUDA is not available in this torch build. Install a CUDA build of torch (see "
+        "https://pytorch.org/get-started/locally/) into this environment, then restart napari."
+    )
+    mps = getattr(torch.backends, "mps", None)
+    out["mps"] = None if (mps is not None and mps.is_available()) else (
+        "MPS (Apple GPU) is only available on Apple silicon Macs with a recent torch."
+    )
+    return out
+
+
+def _checkpoint_kind(path: Path) -> str:
+    """'volume', 'base' or 'slice' from the first UNet convolution's input channels (12, 8, 4)."""
+    from ..models.convert import read_checkpoint
+
+    state = read_checkpoint(path)
+    weight = state.get("model.diffusion_model.input_blocks.0.0.weight")
+    if weight is None:
+        raise ValueError(f"{path.name}: no GEM-3D UNet inside (model.diffusion_model.* keys are missing)")
+    kind = {12: "volume", 8: "base", 4: "slice"}.get(int(weight.shape[1]))
+    if kind is None:
+        raise ValueError(f"{path.name}: a UNet with {int(weight.shape[1])} input channels is not a GEM-3D model")
+    return kind
+
+
+def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
+    """Generator: yields progress messages, returns the loaded bundle (on the CPU). Qt-free.
+
+    ``path`` is a bundle folder, or an official ``.ckpt`` that is converted once into the cache folder
+    (keyed by its path, size and modification time) and loaded from there.
+    """
+    from ..models import load_bundle
+    from ..models.convert import convert_official
+
+    path = Path(path)
+    folder = path
+    if not path.is_dir():
+        if path.suffix.lower() not in (".ckpt", ".pt", ".pth"):
+            raise ValueError(f"{path.name}: choose a model bundle folder (config.json + *.safetensors) or an "
+                             "official GEM-3D .ckpt checkpoint")
+        stat = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        folder = (cache or cache_dir()) / "converted" / f"{path.stem}-{key}"
+        if not (folder / "config.json").is_file():
+            yield f"Reading {path.name} (weights only: no code in it is run)"
+            kind = _checkpoint_kind(path)
+            if kind == "slice":
+                raise ValueError(
+                    f"{path.name} is a slice (informed-slice) model; a bundle needs a volume model. Convert both: "
+                    "gem3d convert-official --volume VOLUME.ckpt --slice SLICE.ckpt --out BUNDLE, then load BUNDLE"
+                )
+            yield f"Converting {path.name} ({kind} model) into {folder}"
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            convert_official(folder, **{kind: path})
+    yield f"Loading model {folder.name}"
+    return load_bundle(folder, device="cpu")
+
+
+def load_model_files(path: str | os.PathLike, cache: Path | None = None):
+    """:func:`model_loading_steps` run to the end (no GUI)."""
+    from ..sampling.pipeline import run_to_end
+
+    return run_to_end(model_loading_steps(path, cache))
+
+
+class Session:
+    """State of one viewer's GEM-3D widgets. Get it with :func:`get_session`."""
+
+    model_changed = Signal(object)  # the new ModelBundle (or None)
+    informed_changed = Signal(object)  # InformedChoice or None
+    mask_edited = Signal(object, int)  # mask layer, new version
+    job_changed = Signal(object)  # the running Job or None
+    results_changed = Signal()
+
+    def __init__(self, viewer: napari.Viewer):
+        self._viewer = weakref.ref(viewer)
+        self.bundles: dict[str, ModelBundle] = {}
+        self.bundle: ModelBundle | None = None
+        self.device: str = "auto"
+        self.informed: InformedChoice | None = None
+        self.last_run: RunSnapshot | None = None
+        self.job: Job | None = None
+        self._versions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._results: list[tuple[weakref.ref, weakref.ref, int]] = []  # (result, mask, mask version)
+
+    @property
+    def viewer(self) -> napari.Viewer | None:
+        return self._viewer()
+
+    # ------------------------------------------------------------------------------------- model
+    def set_bundle(self, bundle: ModelBundle, key: str | None = None) -> None:
+        if key:
+            self.bundles[key] = bundle
+        self.bundle = bundle
+        self.model_changed.emit(bundle)
+
+    def cached(self, path: str | os.PathLike) -> ModelBundle | None:
+        return self.bundles.get(str(Path(path).resolve()))
+
+    def require_bundle(self) -> ModelBundle:
+        """The current model; loads the bundled demo model on first use; a clear error if there is none."""
+        if self.bundle is None:
+            default = default_model_path()
+            if default is None:
+                raise ValueError(
+                    "No model is loaded and this installation has no bundled demo model: use 'Load model…' "
+                    "to choose a model bundle folder or an official GEM-3D .ckpt."
+                )
+            key = str(default.resolve())
+            self.set_bundle(self.bundles.get(key) or load_model_files(default), key)
+        assert self.bundle is not None
+        return self.bundle
+
+    def load_model(self, path: str | os.PathLike, on_done=None, on_error=None):
+        """Load (converting an official .ckpt first) in a worker; the result becomes the current model."""
+        from napari.qt.threading import create_worker
+
+        key = str(Path(path).resolve())
+        if key in self.bundles:
+            self.set_bundle(self.bundles[key], key)
+            if on_done:
+                on_done(self.bundles[key])
+            return None
+
+        worker = create_worker(model_loading_steps, path, _start_thread=False, _ignore_errors=True,
+                               _progress={"total": 0, "desc": f"Loading model {Path(path).name}"})
+
+        def message(text: str) -> None:
+            from napari.utils.notifications import show_info
+
+            if getattr(worker, "pbar", None) is not None:
+                worker.pbar.set_description(text)
+            show_info(text)
+
+        worker.yielded.connect(message)
+
+        def returned(bundle):
+            self.set_bundle(bundle, key)
+            if on_done:
+                on_done(bundle)
+
+        worker.returned.connect(returned)
+        if on_error:
+            worker.errored.connect(on_error)
+        worker.start()
+        return worker
+
+    def release_memory(self) -> str:
+        """Move the models to the CPU, drop cached ones, and give cached device memory back."""
+        import torch
+
+        from ..sampling.device import release_memory
+
+        devices = {b.device for b in self.bundles.values()} | ({self.bundle.device} if self.bundle else set())
+        for bundle in self.bundles.values():
+            bundle.to("cpu")
+        if self.bundle is not None:
+            self.bundle.to("cpu")
+            self.bundles = {k: b for k, b in self.bundles.items() if b is self.bundle}
+        else:
+            self.bundles.clear()
+        for device in devices | {torch.device("cpu")}:
+            release_memory(torch.device(device))
+        freed = sorted(str(d) for d in devices if d.type != "cpu")
+        return f"Released memory on {', '.join(freed)}" if freed else "Models are on the CPU; nothing to release"
+
+    # -------------------------------------------------------------------------------- informed
+    def set_informed(self, choice: InformedChoice | None) -> None:
+        self.informed = choice
+        self.informed_changed.emit(choice)
+
+    # ----------------------------------------------------------------------------- mask versions
+    def mask_version(self, layer) -> int:
+        return self._versions.get(layer, 0)
+
+    def watch_mask(self, layer) -> None:
+        """Count edits of ``layer`` (painting, lesion tools, data replaced): each marks results stale."""
+        if layer in self._versions:
+            return
+        self._versions[layer] = 0
+        ref = weakref.ref(layer)
+
+        def bump(event=None):
+            target = ref()
+            if target is not None:
+                self.bump_mask(target)
+
+        layer.events.paint.connect(bump)
+        layer.events.data.connect(bump)
+
+    def bump_mask(self, layer) -> int:
+        version = self._versions.get(layer, 0) + 1
+        self._versions[layer] = version
+        self._mark_stale(layer, version)
+        self.mask_edited.emit(layer, version)
+        return version
+
+    def add_result(self, result_layer, mask_layer) -> None:
+        """Remember which mask (and which version of it) a result layer was made from."""
+        self.watch_mask(mask_layer)
+        self._results.append((weakref.ref(result_layer), weakref.ref(mask_layer), self.mask_version(mask_layer)))
+        self.results_changed.emit()
+
+    def results(self) -> list:
+        """Live result layers, oldest first."""
+        alive = [(r(), m(), v) for r, m, v in self._results]
+        self._results = [(weakref.ref(r), weakref.ref(m), v) for r, m, v in alive if r is not None and m is not None]
+        return [r for r, _, _ in alive if r is not None]
+
+    def _mark_stale(self, mask_layer, version: int) -> None:
+        for res_ref, mask_ref, made_with in self._results:
+            res = res_ref()
+            if res is None or mask_ref() is not mask_layer or made_with >= version:
+                continue
+            info = res.metadata.setdefault(RESULT_KEY, {})
+            if not info.get("stale"):
+                info["stale"] = True
+                if not res.name.endswith(STALE_SUFFIX):
+                    res.name = res.name + STALE_SUFFIX
+
+    # -------------------------------------------------------------------------------------- jobs
+    def set_job(self, job: Job | None) -> None:
+        self.job = job
+        self.job_changed.emit(job)
+
+    def cancel_job(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+
+def get_session(viewer: napari.Viewer) -> Session:
+    """The viewer's session (created on first use; it goes away with the viewer)."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = _SESSIONS[viewer] = Session(viewer)
+        _connect_about_to_quit()
+    return session
+
+
+_QUIT_CONNECTED = False
+
+
+def _cancel_all_jobs() -> None:
+    for session in list(_SESSIONS.values()):
+        session.cancel_job()
+
+
+def _connect_about_to_quit() -> None:
+    """Cancel every running job when the application quits (closeEvent is not reliable then)."""
+    global _QUIT_CONNECTED
+    if _QUIT_CONNECTED:
+        return
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None:
+        app.aboutToQuit.connect(_cancel_all_jobs)
+        _QUIT_CONNECTED = True

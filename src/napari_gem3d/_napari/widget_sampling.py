@@ -1,0 +1,435 @@
+"""Sampling dock: mask (+ image, informed slice) -> a new volume, filled live window by window.
+
+On Run (GUI thread) the inputs are snapshotted (layer data copied) into a frozen request
+(``pipeline.prepare_request``), an output Image layer is preallocated in the mask's geometry with explicit
+contrast limits, and a worker drives the one sampler generator. Each finished window arrives as a
+``WindowUpdate`` on the GUI thread and is written in place into the output layer
+(``volume.slab_from_model`` + the reference intensity mapping), so the live layer is already in the
+source geometry and intensity units. A yellow box shows the window(s) being generated.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton, SpinBox
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QToolButton, QWidget
+
+from ._qt_helpers import DockWidget, layer_choices, note
+from .jobs import Handlers, Job, JobToken
+from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of, window_index_range
+
+MODES = {
+    "GEM-3D": ("gem3d", False),
+    "GEM-3D (official compat)": ("gem3d", True),
+    "Baseline (mask only)": ("baseline", False),
+}
+INFORMED_IMAGE = "Image slice at the start"
+INFORMED_WIDGET = "Informed-slice widget"
+BOX_NAME = "GEM-3D window"
+
+
+def plan_for(config, request) -> list:
+    """The window plan the sampler will follow for ``request`` (same arguments as the generator)."""
+    from ..sampling.plan import plan_windows
+
+    opts = request.options
+    gem3d = opts.mode == "gem3d"
+    start_known = bool(gem3d and request.informed is not None and request.informed.is_true_slice)
+    overlap = config.overlap if opts.overlap is None else opts.overlap
+    return plan_windows(request.mask.shape[0], config.window, overlap, request.start, start_known=start_known,
+                        official=opts.official_compat)
+
+
+class WindowBoxes:
+    """Yellow bounding boxes (Points layers with the bounding-box overlay) around running windows."""
+
+    def __init__(self, viewer, like_layer, grid):
+        self.viewer = viewer
+        self.like = weakref.ref(like_layer)
+        self.grid = grid
+        self.layers: list[Any] = []
+
+    def show(self, windows: list[tuple[int, int]]) -> None:
+        like = self.like()
+        if like is None:
+            return
+        shape = like.data.shape
+        while len(self.layers) < len(windows):
+            self.layers.append(self._new_layer(like, len(self.layers)))
+        for layer, (start, stop) in zip(self.layers, windows):
+            axis, (lo, hi) = window_index_range(self.grid, start, stop)
+            a, b = np.zeros(3), np.asarray(shape, float) - 1
+            a[axis], b[axis] = lo, hi - 1
+            layer.data = np.stack([a, b])
+            layer.visible = True
+        for layer in self.layers[len(windows):]:
+            layer.visible = False
+
+    def _new_layer(self, like, k: int):
+        active = self.viewer.layers.selection.active
+        layer = self.viewer.add_points(
+            np.zeros((2, 3)), name=BOX_NAME if k == 0 else f"{BOX_NAME} {k + 1}", size=0.01, opacity=0.0,
+            **transforms_of(like),
+        )
+        layer.bounding_box.visible = True
+        layer.bounding_box.points = False
+        layer.bounding_box.line_color = "yellow"
+        layer.bounding_box.line_thickness = 2
+        self.viewer.layers.selection.active = active  # keep the user's active layer (e.g. the mask)
+        return layer
+
+    def remove(self) -> None:
+        for layer in self.layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers = []
+
+
+@dataclass
+class LiveRun:
+    """GUI-side state of one generation (touched only in the GUI-thread slots)."""
+
+    layer: Any
+    mask_layer: Any
+    grid: Any
+    reference: Any
+    mask_volume: Any
+    plan: list
+    boxes: WindowBoxes
+    started: float = field(default_factory=time.perf_counter)
+
+
+class SamplingWidget(DockWidget):
+    """Form + Run / Cancel / Run again; the live output layer is new, the inputs are never modified."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):  # noqa: F821 - string annotation for napari
+        super().__init__(viewer, "GEM-3D sampling")
+        import napari
+
+        self._model_row()
+        self.mask = ComboBox(name="mask", label="mask", choices=layer_choices(viewer, napari.layers.Labels))
+        self.image = ComboBox(name="image", label="image", choices=layer_choices(viewer, napari.layers.Image), nullable=True,
+                              tooltip="geometry check, intensity units, and the informed slice at the start")
+        self.informed = ComboBox(name="informed", label="informed slice", choices=[INFORMED_IMAGE, INFORMED_WIDGET])
+        self.position = FloatSlider(name="position", label="start position p", min=0.0, max=1.0, step=0.01, value=0.5)
+        self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
+        self.eta = FloatSpinBox(name="eta", label="eta", min=0.0, max=1.0, step=0.1, value=1.0)
+        self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
+        self.device = ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.precision = ComboBox(name="precision", label="precision", choices=["fp32", "bf16", "fp16"], value="fp32",
+                                  tooltip="half precision applies on GPUs only")
+        self.mode = ComboBox(name="mode", label="mode", choices=list(MODES), value="GEM-3D")
+        self.follow = CheckBox(name="follow", text="follow the window", value=True)
+        self.form = Container(widgets=[self.mask, self.image, self.informed, self.position, self.steps, self.eta,
+                                       self.seed, self.device, self.precision, self.mode, self.follow])
+        self.track(self.form)
+        self.body.addWidget(self.form.native)
+        self.device_note = note("")
+        self.body.addWidget(self.device_note)
+        self._grey_out_devices()
+
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.again_button = PushButton(text="Run again (seed + 1)", enabled=False)
+        self.run_button.clicked.connect(self._run_clicked)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.again_button.clicked.connect(self._again_clicked)
+        buttons = Container(widgets=[self.run_button, self.cancel_button, self.again_button], layout="horizontal",
+                            labels=False)
+        self.body.addWidget(buttons.native)
+        self.status = note("Ready.")
+        self.body.addWidget(self.status)
+        self.body.addStretch(1)
+        self.live: LiveRun | None = None
+        self.session.model_changed.connect(self._show_model)
+        self._show_model(self.session.bundle)
+        self.reset_choices()
+
+    # ----------------------------------------------------------------------------------- model row
+    def _model_row(self) -> None:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.model_label = QLabel("Model: (default)")
+        self.model_label.setWordWrap(True)
+        load = QToolButton()
+        load.setText("Load model…")
+        load.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(load)
+        menu.addAction("Model bundle folder…", self._choose_bundle)
+        menu.addAction("Official GEM-3D checkpoint (.ckpt)…", self._choose_checkpoint)
+        load.setMenu(menu)
+        release = QToolButton()
+        release.setText("Release GPU memory")
+        release.clicked.connect(self.release_memory)
+        layout.addWidget(self.model_label, 1)
+        layout.addWidget(load)
+        layout.addWidget(release)
+        self.body.addWidget(row)
+
+    def _show_model(self, bundle) -> None:
+        if bundle is None:
+            from .session import default_model_path
+
+            default = default_model_path()
+            text = "Model: bundled demo model (loads on first run)" if default else (
+                "Model: none. The bundled demo model is not installed: use Load model…")
+        else:
+            text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'})"
+        self.model_label.setText(text)
+
+    def _choose_bundle(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a GEM-3D model bundle folder")
+        if path:
+            self.load_model(path)
+
+    def _choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an official GEM-3D checkpoint", "",
+                                              "Checkpoints (*.ckpt *.pt *.pth)")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path: str):
+        """Load a bundle folder or convert + load an official checkpoint (in a worker)."""
+        from .jobs import _report
+
+        self.status.setText(f"Loading model {path}…")
+        return self.session.load_model(
+            path,
+            on_done=lambda b: self.status.setText(f"Model {b.config.name} loaded."),
+            on_error=lambda exc: (_report(exc, "model loading"), self.status.setText(f"Loading failed: {exc}")),
+        )
+
+    def release_memory(self) -> None:
+        from napari.utils.notifications import show_info
+
+        if self.session.job is not None and self.session.job.running:
+            show_info("A generation is running: cancel it before releasing memory.")
+            return
+        message = self.session.release_memory()
+        self.status.setText(message)
+        show_info(message)
+
+    def _grey_out_devices(self) -> None:
+        from qtpy.QtCore import Qt
+
+        from .session import available_devices
+
+        available = available_devices()
+        combo = self.device.native
+        hints = []
+        for i in range(combo.count()):
+            reason = available.get(combo.itemText(i))
+            item = combo.model().item(i)
+            if reason and item is not None:
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
+                item.setToolTip(reason)
+                if combo.itemText(i) == "cuda":
+                    hints.append(reason)
+        self.device_note.setText("GPU: " + hints[0] if hints else "")
+        self.device_note.setVisible(bool(hints))
+
+    # ---------------------------------------------------------------------------------------- run
+    def _run_clicked(self, *_):
+        self.run()
+
+    def _again_clicked(self, *_):
+        self.run_again()
+
+    def values(self) -> dict[str, Any]:
+        out = {w.name: w.value for w in self.form}
+        out["mask"] = getattr(out["mask"], "name", None)
+        out["image"] = getattr(out["image"], "name", None)
+        return out
+
+    def run_again(self) -> Job | None:
+        """Repeat the last generation with seed + 1 (same layers and settings)."""
+        last = self.session.last_run
+        if last is None:
+            from napari.utils.notifications import show_info
+
+            show_info("Nothing to repeat yet: press Run first.")
+            return None
+        self.seed.value = int(last.values.get("seed", self.seed.value)) + 1
+        return self.run()
+
+    def run(self) -> Job | None:
+        """Start a generation (returns the Job, or None when the inputs are not valid)."""
+        from napari.utils.notifications import show_error, show_warning
+
+        if self.session.job is not None and self.session.job.running:
+            show_warning("A GEM-3D job is already running in this viewer: cancel it first.")
+            return None
+        try:
+            return self._start()
+        except Exception as exc:  # invalid inputs: tell the user what to fix
+            show_error(f"GEM-3D sampling: {exc}")
+            self.status.setText(f"Not started: {exc}")
+            return None
+
+    def _start(self) -> Job:
+        from ..sampling import SamplingOptions
+        from ..sampling.pipeline import prepare_request
+        from ..sampling.propagate import generate
+        from .session import RunSnapshot
+
+        mask_layer, image_layer = self.mask.value, self.image.value
+        if mask_layer is None:
+            raise ValueError("choose a mask (Labels) layer: open one, or make one in the Mask editor")
+        mode, official = MODES[self.mode.value]
+        bundle = self.session.require_bundle()
+        mask_volume = layer_to_volume(mask_layer)  # snapshots: the user may keep painting
+        image_volume = layer_to_volume(image_layer) if image_layer is not None else None
+        informed = None
+        if mode == "gem3d":
+            if self.informed.value == INFORMED_WIDGET:
+                if self.session.informed is None:
+                    raise ValueError("no informed slice chosen yet: use the Informed slice widget, or pick "
+                                     f"'{INFORMED_IMAGE}' with an image")
+                informed = self.session.informed.informed
+            elif image_volume is None:
+                raise ValueError("GEM-3D needs an informed slice: choose an image layer, use the Informed slice "
+                                 "widget, or switch the mode to Baseline")
+        options = SamplingOptions(steps=int(self.steps.value), eta=float(self.eta.value), seed=int(self.seed.value),
+                                  device=self.device.value, precision=self.precision.value, mode=mode,
+                                  official_compat=official)
+        request, grid, reference = prepare_request(bundle.config, mask_volume, image=image_volume,
+                                                   informed=informed, position=float(self.position.value),
+                                                   options=options)
+        plan = plan_for(bundle.config, request)
+        layer = self._output_layer(mask_layer, image_layer, reference, options, plan, grid)
+        self.session.add_result(layer, mask_layer)
+        self.session.last_run = RunSnapshot(weakref.ref(mask_layer),
+                                            None if image_layer is None else weakref.ref(image_layer),
+                                            self.values())
+        self.live = LiveRun(layer, mask_layer, grid, reference, mask_volume, plan,
+                            WindowBoxes(self.viewer, layer, grid))
+        token = JobToken()
+        job = Job(generate(bundle, request, cancel=token), total=len(plan), desc="GEM-3D sampling",
+                  token=token, handlers=Handlers(self._on_window, self._on_done, None, self._on_cancelled,
+                                                 self._on_finished))
+        job.owner = self
+        self.session.set_job(job)
+        self._set_running(True)
+        self._show_running(0)
+        self.status.setText(f"Generating {len(plan)} windows ({options.steps} steps each)…")
+        return job.start()
+
+    def _output_layer(self, mask_layer, image_layer, reference, options, plan, grid):
+        lo, hi = (reference.lo, reference.hi) if reference is not None else (-1.0, 1.0)
+        data = np.full(mask_layer.data.shape, lo, dtype=np.float32)
+        geometry_source = image_layer if image_layer is not None else mask_layer
+        metadata = {
+            RESULT_KEY: {
+                "status": "running",
+                "stale": False,
+                "windows_done": [],
+                "plan": [{"start": w.start, "stop": w.stop, "direction": w.direction, "round": w.round}
+                         for w in plan],
+                "slice_axis": grid.slice_axis,
+                "mask_layer": mask_layer.name,
+                "image_layer": None if image_layer is None else image_layer.name,
+                "mask_version": self.session.mask_version(mask_layer),
+                "settings": self.values(),
+            }
+        }
+        if SOURCE_KEY in geometry_source.metadata:
+            metadata[SOURCE_KEY] = dict(geometry_source.metadata[SOURCE_KEY])
+        active = self.viewer.layers.selection.active
+        layer = self.viewer.add_image(
+            data, name=f"GEM-3D {options.mode} seed {options.seed}", contrast_limits=(lo, hi), colormap="gray",
+            metadata=metadata, **transforms_of(mask_layer),
+        )
+        self.viewer.layers.selection.active = active
+        return layer
+
+    # ----------------------------------------------------------------------------- GUI-thread slots
+    def _show_running(self, finished: int) -> None:
+        live = self.live
+        if live is None or finished >= len(live.plan):
+            if live is not None:
+                live.boxes.show([])
+            return
+        nxt = live.plan[finished]
+        running = [w for w in live.plan[finished:] if w.round == nxt.round]
+        live.boxes.show([(w.start, w.stop) for w in running])
+
+    def _on_window(self, update) -> None:
+        from ..volume import slab_from_model
+
+        live = self.live
+        if live is None:
+            return
+        values = live.reference.inverse(update.slices) if live.reference is not None else update.slices
+        index, block = slab_from_model(values, update.z0, live.grid, "image")
+        live.layer.data[index] = block  # in place: no events.data, contrast limits kept
+        live.layer.refresh()
+        info = live.layer.metadata[RESULT_KEY]
+        info["windows_done"].append([int(update.z0), int(update.z1)])
+        self._show_running(update.index + 1)
+        if self.follow.value:
+            self._follow(index)
+        job = self.session.job
+        text = f"window {update.index + 1}/{update.total}: slices {update.z0}-{update.z1 - 1} ({update.direction})"
+        if job is not None:
+            job.set_message(text)
+        self.status.setText(f"{text}, {update.elapsed:.1f} s")
+
+    def _follow(self, index) -> None:
+        axis = next(a for a, s in enumerate(index) if s != slice(None))
+        if axis not in self.viewer.dims.not_displayed:
+            return
+        centre = [0.0, 0.0, 0.0]
+        centre[axis] = (index[axis].start + index[axis].stop - 1) / 2.0
+        world = self.live.layer.data_to_world(centre)
+        self.viewer.dims.set_point(axis, float(world[axis]))
+
+    def _on_done(self, result) -> None:
+        from ..sampling.pipeline import finish
+
+        live = self.live
+        if live is None:
+            return
+        generated = finish(result, live.grid, live.reference, live.mask_volume)
+        live.layer.data[...] = generated.volume.array
+        live.layer.refresh()
+        info = live.layer.metadata[RESULT_KEY]
+        info.update(status="complete", provenance=generated.provenance)
+        self.status.setText(f"Done: {len(live.plan)} windows in {generated.provenance['timings_s']['total']:.1f} s "
+                            f"on {generated.provenance['device']}.")
+
+    def _on_cancelled(self, finished: int) -> None:
+        live = self.live
+        if live is None:
+            return
+        info = live.layer.metadata[RESULT_KEY]
+        info.update(status="partial", partial=True)
+        info["provenance"] = {"status": "partial", "finished_windows": finished, "total_windows": len(live.plan),
+                              "settings": info.get("settings")}
+        if not live.layer.name.endswith("(partial)"):
+            live.layer.name = f"{live.layer.name} (partial)"
+        self.status.setText(f"Cancelled after {finished} of {len(live.plan)} windows; the finished windows are "
+                            "kept (marked partial).")
+
+    def _on_finished(self) -> None:
+        if self.live is not None:
+            self.live.boxes.remove()
+        self._set_running(False)
+        self.session.set_job(None)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.again_button.enabled = not running and self.session.last_run is not None
+        self.cancel_button.enabled = running
+
+    def cancel(self, *_) -> None:
+        job = self.session.job
+        if job is not None and job.running:
+            self.status.setText("Cancelling (stops within one denoising step)…")
+            job.cancel()
+
