@@ -43,15 +43,22 @@ def bundle_dir(tiny, tmp_path_factory) -> Path:
     return out
 
 
-def test_convert_official_in_process(tiny, bundle_dir, capsys):
+def test_convert_official_in_process(tiny, bundle_dir):
     bundle = load_bundle(bundle_dir)
     assert set(bundle.unets) == {"volume", "slice"}
     assert bundle.config.image_size == (32, 32)
     assert set(bundle.config.provenance["converted_from"]) == {"volume", "slice", "vae"}
-    golden = tiny["golden"]["volume"]
-    with torch.no_grad():
-        eps = bundle.volume(golden["input.x"][:16].unsqueeze(0), golden["input.timesteps"][:1])
-    assert (eps[0] - golden["output.eps_fp32"][:16]).abs().max() <= 1e-4
+    # golden weights arrived (the numerical match is tests/test_convert_official.py's job)
+    official = tiny["golden"]["volume"]
+    pairs = {
+        "down.0.0.conv.weight": "input_blocks.0.0.weight",
+        "down.0.0.tconv.conv.weight": "input_blocks.0.1.temporal_conv.weight",
+    }
+    state = bundle.volume.state_dict()
+    for ours, theirs in pairs.items():
+        assert torch.equal(state[ours], official[f"model.diffusion_model.{theirs}"])
+    vae = tiny["golden"]["vae"]
+    assert torch.equal(bundle.vae.state_dict()["quant.weight"], vae["first_stage_model.quant_conv.weight"])
 
 
 def test_convert_official_subprocess(tiny, bundle_dir, tmp_path):
@@ -93,7 +100,7 @@ def test_existing_out_needs_overwrite(tiny, bundle_dir, capsys):
 
 def _case(folder: Path) -> tuple[Path, Path, np.ndarray]:
     """A small brain-like phantom: official brain labels 0..4, oblique-free but anisotropic geometry."""
-    shape = (22, 18, 20)  # the last (superior) axis is the slice axis; 20 slices -> 2 windows of 16
+    shape = (22, 18, 16)  # the last (superior) axis is the slice axis: one window of 16
     zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     r = np.sqrt(zz**2 + yy**2 + xx**2)
     mask = np.zeros(shape, np.uint8)
@@ -118,7 +125,7 @@ def test_sample_with_the_converted_bundle(bundle_dir, tmp_path):
     ]
     assert main(args) == 0
     generated, source = read_volume(out), read_volume(image)
-    assert generated.shape == source.shape == (22, 18, 20)
+    assert generated.shape == source.shape == (22, 18, 16)
     np.testing.assert_allclose(generated.affine, affine, atol=1e-5)
     assert generated.axcodes == source.axcodes
     assert np.isfinite(generated.array).all() and generated.array.std() > 0

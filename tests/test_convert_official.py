@@ -147,15 +147,21 @@ def tiny_checkpoints(folder: Path) -> dict:
     ema = {"model_ema." + k.removeprefix("model.").replace(".", ""): 2 * v for k, v in slice_unet.items()}
     ema["model_ema.decay"] = torch.tensor(0.9999)
     ema["model_ema.num_updates"] = torch.tensor(1234, dtype=torch.int32)
-    paths = {"volume": folder / "volume.ckpt", "slice": folder / "slice.ckpt", "vae": folder / "kl-f8.ckpt"}
+    # the mask-only baseline differs only in its stem: 8 input channels [noisy | mask] (README section 1)
+    stem = "model.diffusion_model.input_blocks.0.0.weight"
+    base_unet = {**unet, stem: unet[stem][:, :8].clone()}
+    paths = {k: folder / f"{k}.ckpt" for k in ("volume", "base", "slice")}
+    paths["vae"] = folder / "kl-f8.ckpt"
     meta = {"epoch": 0, "global_step": 0}
     torch.save({"state_dict": {**unet, **first, **cond, **buffers}, **meta}, paths["volume"])
+    torch.save({"state_dict": {**base_unet, **first, **cond, **buffers}, **meta}, paths["base"])
     torch.save({"state_dict": {**slice_unet, **first, **ema, **buffers}, **meta}, paths["slice"])
     standalone = {k.removeprefix("first_stage_model."): v for k, v in first.items()}
     standalone["loss.logvar"] = torch.zeros(())  # the LDM kl-f8 checkpoint carries its training loss
     torch.save({"state_dict": standalone, **meta}, paths["vae"])
     params = {
         "volume": vol_meta["constructor_kwargs"],
+        "base": {**vol_meta["constructor_kwargs"], "in_channels": 8},
         "slice": slc_meta["constructor_kwargs"],
         "vae": vae_meta["constructor_kwargs"],
     }
@@ -171,7 +177,7 @@ def tiny(tmp_path_factory):
 def converted(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "official-tiny"
     p = tiny["paths"]
-    return convert_official(out, volume=p["volume"], slice=p["slice"], params=tiny["params"])
+    return convert_official(out, volume=p["volume"], base=p["base"], slice=p["slice"], params=tiny["params"])
 
 
 def test_tiny_golden_checkpoints_convert_and_match(tiny, converted):
@@ -192,9 +198,20 @@ def test_tiny_golden_checkpoints_convert_and_match(tiny, converted):
         assert (latents - 0.18215 * bundle.vae.encode(grey.expand(-1, 3, -1, -1))).abs().max() < 1e-6
 
 
+def test_baseline_equals_the_volume_model_without_informed_slice(tiny, converted):
+    """The baseline checkpoint is the golden UNet minus 4 stem input channels: zeros there must agree."""
+    bundle = load_bundle(converted)
+    x = tiny["golden"]["volume"]["input.x"][:16].unsqueeze(0).clone()
+    x[:, :, 8:] = 0
+    t = torch.tensor([37])
+    with torch.no_grad():
+        assert (bundle.baseline(x[:, :, :8], t) - bundle.volume(x, t)).abs().max() < 1e-5
+
+
 def test_converted_bundle_config(tiny, converted):
     cfg = load_bundle(converted).config
-    assert set(cfg.unets) == {"volume", "slice"}
+    assert set(cfg.unets) == {"volume", "baseline", "slice"}
+    assert cfg.unets["baseline"].temporal and cfg.unets["baseline"].in_channels == 8
     assert cfg.unets["volume"].temporal and cfg.unets["volume"].in_channels == 12
     assert cfg.unets["slice"].context_dim == 128
     assert cfg.image_size == (32, 32)  # latent image_size 16 x VAE downsampling 2
