@@ -98,6 +98,17 @@ def test_existing_out_needs_overwrite(tiny, bundle_dir, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in bundle_dir.iterdir()} == before
 
 
+def test_params_file_errors_name_the_file(tiny, tmp_path, capsys):
+    bad = tmp_path / "params.json"
+    bad.write_text("{volume: 1")
+    args = ["convert-official", "--volume", str(tiny["paths"]["volume"]), "--params", str(bad), "--out",
+            str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not valid JSON" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def _case(folder: Path) -> tuple[Path, Path, np.ndarray]:
     """A small brain-like phantom: official brain labels 0..4, oblique-free but anisotropic geometry."""
     shape = (22, 18, 16)  # the last (superior) axis is the slice axis: one window of 16

@@ -320,6 +320,13 @@ def test_schedule_check_refuses_a_different_schedule():
         split_checkpoint(short, NoiseSchedule(), "short")
 
 
+@pytest.mark.parametrize("params", [{"unet": {}}, [1, 2], {"volume": 3}])
+def test_params_must_name_known_kinds(tiny, tmp_path, params):
+    with pytest.raises(ConversionError, match="params must map some of"):
+        convert_official(tmp_path / "out", volume=tiny["paths"]["volume"], params=params)
+    assert not (tmp_path / "out").exists()
+
+
 def test_out_exists_is_refused_before_any_work(tiny, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(ConversionError, match="exists; pass --overwrite"):

@@ -22,7 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..models.convert import convert_official
 
-    params = json.loads(args.params.read_text()) if args.params else None
+    params = None
+    if args.params:
+        try:
+            params = json.loads(args.params.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.params}: not valid JSON ({exc})") from None
     out = convert_official(
         args.out, volume=args.volume, base=args.base, slice=args.slice, vae=args.vae, labels=args.labels,
         params=params, slice_ema=args.slice_ema, overwrite=args.overwrite,

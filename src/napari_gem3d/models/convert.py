@@ -260,6 +260,14 @@ def convert_official(
         raise ConversionError("give --volume (GEM-3D) and/or --base (mask-only) checkpoints")
     if Path(out).exists() and not overwrite:
         raise ConversionError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    if params is not None and (
+        not isinstance(params, Mapping) or set(params) - set(OFFICIAL_PARAMS)
+        or not all(isinstance(v, Mapping) for v in params.values())
+    ):
+        raise ConversionError(
+            f"params must map some of {sorted(OFFICIAL_PARAMS)} to the official constructor params (a dict "
+            f"each), got {sorted(params) if isinstance(params, Mapping) else type(params).__name__}"
+        )
     params = {**OFFICIAL_PARAMS, **(params or {})}
     schedule = NoiseSchedule()
     label_spec: LabelSpec = {"brain": official_brain_spec, "abdomen": official_abdomen_spec}[labels]()
