@@ -50,7 +50,7 @@ class DataConfig:
     cache_dir: str = "cache"
     image_size: int = 64
     slice_axis: str = "S"
-    crop: str = "nonzero"  # nonzero | body | none: crop the source volume to this region (+ margin)
+    crop: str = "nonzero"  # nonzero | body | labels | none: crop the source volume to this region (+ margin)
     crop_margin: int = 2  # voxels
     intensity: dict = field(default_factory=lambda: {"kind": "percentile", "low": 0.5, "high": 99.5})
     outside: str = "none"  # none | from_image: add the outside-body label (masks.outside_from_image)
@@ -63,8 +63,8 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self):
-        if self.crop not in ("nonzero", "body", "none"):
-            raise ValueError(f"data.crop must be nonzero, body or none, got {self.crop!r}")
+        if self.crop not in ("nonzero", "body", "labels", "none"):
+            raise ValueError(f"data.crop must be nonzero, body, labels or none, got {self.crop!r}")
         if self.outside not in ("none", "from_image"):
             raise ValueError(f"data.outside must be none or from_image, got {self.outside!r}")
         if self.informed not in ("window", "cross_volume"):

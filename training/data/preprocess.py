@@ -3,10 +3,12 @@
 Steps, in order:
 
 1. read the image (4-D: the chosen modality) and the mask (labels mapped by ``label_map``);
-2. fit the intensity window on the whole source image, exactly as the sampler does
-   (``IntensityNorm.fit(image.array)``), so a trained model sees the same [-1, 1] scale at inference;
-3. optionally add the outside-body label (``napari_gem3d.masks.outside_from_image``);
-4. crop the source volume to the non-zero / body region plus a margin (the affine follows the crop);
+2. optionally add the outside-body label (``napari_gem3d.masks.outside_from_image``);
+3. crop the source volume to the non-zero / body / labelled (not outside) region plus a margin (the
+   affine follows the crop);
+4. fit the intensity window on the cropped image as the sampler does on its input
+   (``IntensityNorm.fit(image.array)``), so a volume cropped the same way sees the same [-1, 1] scale
+   at inference;
 5. reorient to the model slice axis and resize in-plane, keeping z (``napari_gem3d.volume.model_grid`` /
    ``to_model``: the one implementation the sampler uses), then normalise;
 6. write ``image.npy`` (float32, [-1, 1]), ``mask.npy`` (int16) and ``meta.json`` to
@@ -33,7 +35,7 @@ from napari_gem3d.volume import IntensityNorm, ModelGrid, Volume, model_frame_af
 from ..config import Config
 from .sources import RawCase, read_image, read_mask
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,13 @@ def cache_key(case: RawCase, settings: Settings) -> str:
 
 
 def crop_box(image: np.ndarray, mask: np.ndarray, how: str, margin: int, outside_label: int) -> tuple[slice, ...]:
-    """Bounding box of the region to keep (non-zero image or body, plus labelled voxels), with a margin."""
+    """Bounding box of the region to keep, with a margin: ``nonzero`` image voxels, the ``body``
+    (largest Otsu component) or the ``labels`` that are not ``outside_label``; labelled voxels always."""
     if how == "none":
         return tuple(slice(0, n) for n in image.shape)
-    keep = image != 0 if how == "nonzero" else body_region(image)
-    keep = keep | ((mask != outside_label) & (mask != 0))
+    labelled = (mask != outside_label) & (mask != 0)
+    keep = {"nonzero": lambda: image != 0, "body": lambda: body_region(image), "labels": lambda: labelled}[how]()
+    keep = keep | labelled
     if not keep.any():
         raise ValueError("nothing to keep when cropping: the image is empty (all zero); use data.crop: none")
     idx = np.nonzero(keep)
@@ -114,6 +118,7 @@ def crop_box(image: np.ndarray, mask: np.ndarray, how: str, margin: int, outside
 
 def crop_volume(volume: Volume, box: tuple[slice, ...]) -> Volume:
     """The sub-volume ``box`` with its affine moved to the new first voxel (geometry kept)."""
+    box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(box, volume.shape))
     shift = np.eye(4)
     shift[:3, 3] = [s.start for s in box]
     return Volume(np.ascontiguousarray(volume.array[box]), volume.affine @ shift, dict(volume.header))
@@ -129,7 +134,6 @@ def preprocess_case(case: RawCase, settings: Settings, labels: LabelSpec) -> tup
             "(shape and affine); resample the mask onto the image first"
         )
     img = np.asarray(image.array, dtype=np.float32)
-    fitted = settings.norm.fit(img)
     m = np.asarray(mask.array)
     if settings.outside == "from_image":
         m = outside_from_image(img, m, outside_label=settings.outside_label, body_label=settings.body_label)
@@ -137,6 +141,7 @@ def preprocess_case(case: RawCase, settings: Settings, labels: LabelSpec) -> tup
     labels.validate(m)
     box = crop_box(img, m, settings.crop, settings.crop_margin, settings.outside_label)
     cimg, cmask = crop_volume(image.with_array(img), box), crop_volume(mask, box)
+    fitted = settings.norm.fit(np.asarray(cimg.array))
     grid = model_grid(cimg, settings.image_size, settings.slice_axis)
     raw = to_model(cimg, grid, "image", pad_value=float(fitted.lo))
     model_image = fitted.forward(raw)

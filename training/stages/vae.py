@@ -135,7 +135,7 @@ class VAETask(Task):
         picks = [(c, int(rng.integers(c.num_slices))) for c in
                  (self.train_cases[int(i)] for i in rng.integers(len(self.train_cases),
                                                                  size=self.cfg.vae.latent_std_slices))]
-        x = torch.from_numpy(np.stack([np.asarray(c.image[k]) for c, k in picks]))[:, None].to(self.info.device)
+        x = torch.from_numpy(np.stack([np.array(c.image[k]) for c, k in picks]))[:, None].to(self.info.device)
         means = torch.cat([vae.encode(x[i : i + 64]) for i in range(0, len(x), 64)])
         return float(means.float().std())
 

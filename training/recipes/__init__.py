@@ -1,0 +1,1 @@
+"""Training recipes (one folder per bundled model)."""

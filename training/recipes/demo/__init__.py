@@ -1,0 +1,1 @@
+"""Recipe of the bundled demo model (see __main__.py)."""
