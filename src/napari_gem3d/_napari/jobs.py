@@ -33,6 +33,20 @@ class JobToken(CancelToken):
         super().check()
 
 
+class JobError(Exception):
+    """A worker failure, re-raised so napari reports it: superqt silently drops RuntimeErrors (it takes
+    them for a deleted worker and emits neither ``errored`` nor ``finished``), and torch raises
+    RuntimeError for most failures (CUDA out of memory included). The original is ``__cause__``."""
+
+
+def guarded(generator: Generator) -> Generator:
+    """Drive ``generator``, turning RuntimeError into :class:`JobError` (see there)."""
+    try:
+        return (yield from generator)
+    except RuntimeError as exc:
+        raise JobError(f"{type(exc).__name__}: {exc}") from exc
+
+
 @dataclass
 class Handlers:
     """GUI-thread callbacks. ``cancelled`` gets the number of finished updates; ``finished`` always runs."""
@@ -47,8 +61,12 @@ class Handlers:
 def _report(exc: BaseException, where: str) -> None:
     from napari.utils.notifications import show_error
 
-    cause = f" (cause: {exc.__cause__})" if exc.__cause__ else ""
-    show_error(f"GEM-3D {where} failed: {type(exc).__name__}: {exc}{cause}")
+    if isinstance(exc, JobError):
+        message = str(exc)
+    else:
+        cause = f" (cause: {type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+        message = f"{type(exc).__name__}: {exc}{cause}"
+    show_error(f"GEM-3D {where} failed: {message}")
 
 
 class Job:
@@ -70,11 +88,12 @@ class Job:
         self.desc = desc
         self.updates = 0
         self.state = "pending"  # pending | running | done | cancelled | failed
+        self.finished = False  # True once every handler, including `finished`, has run
         self.started_at = 0.0
         self._generator = generator
 
         def drive():
-            return (yield from generator)
+            return (yield from guarded(generator))
 
         drive.__qualname__ = drive.__name__ = desc  # napari's task list shows the function name
         self.worker = create_worker(
@@ -159,3 +178,4 @@ class Job:
         except (RuntimeError, ValueError):  # pragma: no cover - still executing elsewhere
             pass
         self._call(self.handlers.finished)
+        self.finished = True

@@ -195,7 +195,12 @@ class Session:
                 on_done(self.bundles[key])
             return None
 
-        worker = create_worker(model_loading_steps, path, _start_thread=False, _ignore_errors=True,
+        from .jobs import guarded
+
+        def load_steps():
+            return (yield from guarded(model_loading_steps(path)))
+
+        worker = create_worker(load_steps, _start_thread=False, _ignore_errors=True,
                                _progress={"total": 0, "desc": f"Loading model {Path(path).name}"})
 
         def message(text: str) -> None:

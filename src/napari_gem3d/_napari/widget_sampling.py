@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QToolButton, QWidget
+from superqt.utils import qthrottled
 
 from ._qt_helpers import DockWidget, layer_choices, note
 from .jobs import Handlers, Job, JobToken
@@ -31,6 +32,7 @@ MODES = {
 INFORMED_IMAGE = "Image slice at the start"
 INFORMED_WIDGET = "Informed-slice widget"
 BOX_NAME = "GEM-3D window"
+VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
 
 
 def plan_for(config, request) -> list:
@@ -46,29 +48,42 @@ def plan_for(config, request) -> list:
 
 
 class WindowBoxes:
-    """Yellow bounding boxes (Points layers with the bounding-box overlay) around running windows."""
+    """Yellow bounding boxes (Points layers with the bounding-box overlay) around the running windows.
 
-    def __init__(self, viewer, like_layer, grid):
+    The box layers are made once and reused (hidden between runs): adding and removing layers costs far
+    more GUI time than moving a box.
+    """
+
+    def __init__(self, viewer):
         self.viewer = viewer
-        self.like = weakref.ref(like_layer)
-        self.grid = grid
         self.layers: list[Any] = []
+        self.grid = None
+        self.like: Any = None
+
+    def attach(self, like_layer, grid) -> None:
+        self.like, self.grid = weakref.ref(like_layer), grid
 
     def show(self, windows: list[tuple[int, int]]) -> None:
-        like = self.like()
+        like = self.like() if self.like is not None else None
         if like is None:
-            return
-        shape = like.data.shape
+            windows = []
+        self.layers = [layer for layer in self.layers if layer in self.viewer.layers]
         while len(self.layers) < len(windows):
             self.layers.append(self._new_layer(like, len(self.layers)))
         for layer, (start, stop) in zip(self.layers, windows):
             axis, (lo, hi) = window_index_range(self.grid, start, stop)
-            a, b = np.zeros(3), np.asarray(shape, float) - 1
+            a, b = np.zeros(3), np.asarray(like.data.shape, float) - 1
             a[axis], b[axis] = lo, hi - 1
+            if any(getattr(layer, name) is not None and not np.allclose(getattr(layer, name), value)
+                   for name, value in (("scale", like.scale), ("translate", like.translate))):
+                for name, value in transforms_of(like).items():
+                    setattr(layer, name, value)
             layer.data = np.stack([a, b])
-            layer.visible = True
+            if not layer.visible:
+                layer.visible = True
         for layer in self.layers[len(windows):]:
-            layer.visible = False
+            if layer.visible:
+                layer.visible = False
 
     def _new_layer(self, like, k: int):
         active = self.viewer.layers.selection.active
@@ -83,11 +98,8 @@ class WindowBoxes:
         self.viewer.layers.selection.active = active  # keep the user's active layer (e.g. the mask)
         return layer
 
-    def remove(self) -> None:
-        for layer in self.layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self.layers = []
+    def hide(self) -> None:
+        self.show([])
 
 
 @dataclass
@@ -100,7 +112,6 @@ class LiveRun:
     reference: Any
     mask_volume: Any
     plan: list
-    boxes: WindowBoxes
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -146,6 +157,9 @@ class SamplingWidget(DockWidget):
         self.body.addWidget(self.status)
         self.body.addStretch(1)
         self.live: LiveRun | None = None
+        self.boxes = WindowBoxes(viewer)
+        self._pending_view = None
+        self._refresh_view = qthrottled(self._update_view, timeout=VIEW_REFRESH_MS, leading=True)
         self.session.model_changed.connect(self._show_model)
         self._show_model(self.session.bundle)
         self.reset_choices()
@@ -307,10 +321,11 @@ class SamplingWidget(DockWidget):
         self.session.last_run = RunSnapshot(weakref.ref(mask_layer),
                                             None if image_layer is None else weakref.ref(image_layer),
                                             self.values())
-        self.live = LiveRun(layer, mask_layer, grid, reference, mask_volume, plan,
-                            WindowBoxes(self.viewer, layer, grid))
+        self.live = LiveRun(layer, mask_layer, grid, reference, mask_volume, plan)
+        self.boxes.attach(layer, grid)
         token = JobToken()
-        job = Job(generate(bundle, request, cancel=token), total=len(plan), desc="GEM-3D sampling",
+        job = Job(generate(bundle, request, cancel=token), total=len(plan),
+                  desc=f"GEM-3D sampling ({len(plan)} windows)",
                   token=token, handlers=Handlers(self._on_window, self._on_done, None, self._on_cancelled,
                                                  self._on_finished))
         job.owner = self
@@ -352,12 +367,11 @@ class SamplingWidget(DockWidget):
     def _show_running(self, finished: int) -> None:
         live = self.live
         if live is None or finished >= len(live.plan):
-            if live is not None:
-                live.boxes.show([])
+            self.boxes.hide()
             return
         nxt = live.plan[finished]
         running = [w for w in live.plan[finished:] if w.round == nxt.round]
-        live.boxes.show([(w.start, w.stop) for w in running])
+        self.boxes.show([(w.start, w.stop) for w in running])
 
     def _on_window(self, update) -> None:
         from ..volume import slab_from_model
@@ -368,17 +382,26 @@ class SamplingWidget(DockWidget):
         values = live.reference.inverse(update.slices) if live.reference is not None else update.slices
         index, block = slab_from_model(values, update.z0, live.grid, "image")
         live.layer.data[index] = block  # in place: no events.data, contrast limits kept
-        live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         info["windows_done"].append([int(update.z0), int(update.z1)])
-        self._show_running(update.index + 1)
+        self._pending_view = (update.index + 1, index)
+        self._refresh_view()
+        # (napari's progress bar counts the windows; its description is set once: updating it calls
+        # processEvents, which would re-enter this slot)
+        text = f"window {update.index + 1}/{update.total}: slices {update.z0}-{update.z1 - 1} ({update.direction})"
+        self.status.setText(f"{text}, {update.elapsed:.1f} s")
+
+    def _update_view(self) -> None:
+        """Redraw the output, move the boxes and follow the window (throttled: bursts coalesce)."""
+        live, pending = self.live, self._pending_view
+        if live is None or pending is None:
+            return
+        self._pending_view = None
+        finished, index = pending
+        live.layer.refresh()
+        self._show_running(finished)
         if self.follow.value:
             self._follow(index)
-        job = self.session.job
-        text = f"window {update.index + 1}/{update.total}: slices {update.z0}-{update.z1 - 1} ({update.direction})"
-        if job is not None:
-            job.set_message(text)
-        self.status.setText(f"{text}, {update.elapsed:.1f} s")
 
     def _follow(self, index) -> None:
         axis = next(a for a, s in enumerate(index) if s != slice(None))
@@ -395,6 +418,7 @@ class SamplingWidget(DockWidget):
         live = self.live
         if live is None:
             return
+        self._pending_view = None
         generated = finish(result, live.grid, live.reference, live.mask_volume)
         live.layer.data[...] = generated.volume.array
         live.layer.refresh()
@@ -407,6 +431,8 @@ class SamplingWidget(DockWidget):
         live = self.live
         if live is None:
             return
+        self._pending_view = None
+        live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         info.update(status="partial", partial=True)
         info["provenance"] = {"status": "partial", "finished_windows": finished, "total_windows": len(live.plan),
@@ -417,8 +443,8 @@ class SamplingWidget(DockWidget):
                             "kept (marked partial).")
 
     def _on_finished(self) -> None:
-        if self.live is not None:
-            self.live.boxes.remove()
+        self._pending_view = None
+        self.boxes.hide()
         self._set_running(False)
         self.session.set_job(None)
 
