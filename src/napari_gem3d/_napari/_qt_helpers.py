@@ -91,11 +91,12 @@ class DockWidget(QWidget):
             job.cancel()
 
 
-def layer_choices(viewer, kind) -> Callable:
-    """magicgui ``choices`` callable: ``(name, layer)`` for every layer of type ``kind``."""
+def layer_choices(viewer, kind, ndim: int | None = 3) -> Callable:
+    """magicgui ``choices`` callable: ``(name, layer)`` for every ``ndim``-D layer of type ``kind``."""
 
     def choices(widget=None):
-        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+        return [(layer.name, layer) for layer in viewer.layers
+                if isinstance(layer, kind) and (ndim is None or layer.ndim == ndim)]
 
     return choices
 

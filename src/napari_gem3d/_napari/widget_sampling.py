@@ -161,6 +161,7 @@ class SamplingWidget(DockWidget):
         self._pending_view = None
         self._refresh_view = qthrottled(self._update_view, timeout=VIEW_REFRESH_MS, leading=True)
         self.session.model_changed.connect(self._show_model)
+        self.session.informed_changed.connect(self._informed_chosen)
         self._show_model(self.session.bundle)
         self.reset_choices()
 
@@ -196,6 +197,14 @@ class SamplingWidget(DockWidget):
         else:
             text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'})"
         self.model_label.setText(text)
+
+    def _informed_chosen(self, choice) -> None:
+        """A slice chosen in the informed-slice dock: use it, starting at its own relative position."""
+        if choice is None or self._closed:
+            return
+        self.informed.value = INFORMED_WIDGET
+        if choice.position is not None:
+            self.position.value = round(float(choice.position), 2)
 
     def _choose_bundle(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Choose a GEM-3D model bundle folder")
