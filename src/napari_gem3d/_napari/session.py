@@ -96,11 +96,21 @@ def _checkpoint_kind(path: Path) -> str:
     return kind
 
 
+def _sidecar_params(path: Path) -> dict | None:
+    """Official constructor params from ``<checkpoint stem>.params.json`` beside it (like the CLI's
+    ``--params``), for checkpoints that were not trained with the published configuration."""
+    import json
+
+    sidecar = path.with_name(f"{path.stem}.params.json")
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else None
+
+
 def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
     """Generator: yields progress messages, returns the loaded bundle (on the CPU). Qt-free.
 
     ``path`` is a bundle folder, or an official ``.ckpt`` that is converted once into the cache folder
-    (keyed by its path, size and modification time) and loaded from there.
+    (keyed by its path, size and modification time) and loaded from there; constructor params other
+    than the published ones can sit beside it as ``<stem>.params.json``.
     """
     from ..models import load_bundle
     from ..models.convert import convert_official
@@ -124,7 +134,7 @@ def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
                 )
             yield f"Converting {path.name} ({kind} model) into {folder}"
             folder.parent.mkdir(parents=True, exist_ok=True)
-            convert_official(folder, **{kind: path})
+            convert_official(folder, **{kind: path}, params=_sidecar_params(path))
     yield f"Loading model {folder.name}"
     return load_bundle(folder, device="cpu")
 
