@@ -44,8 +44,9 @@ def synthetic_image(mask: np.ndarray, seed: int = 0, scale: float = 1.0) -> np.n
     return (lut[mask] + rng.normal(0, 20, mask.shape)).astype(np.float32)
 
 
-def synthetic_case(shape=SHAPE, affine=AFFINE, seed: int = 0, tumour_at=(0.55, 0.5, 0.4),
-                   scale: float = 1.0) -> tuple[Volume, Volume]:
+def synthetic_case(
+    shape=SHAPE, affine=AFFINE, seed: int = 0, tumour_at=(0.55, 0.5, 0.4), scale: float = 1.0
+) -> tuple[Volume, Volume]:
     """(image, mask) Volumes sharing one anisotropic, non-RAS geometry."""
     mask = synthetic_mask(shape, tumour_at, seed)
     return Volume(synthetic_image(mask, seed, scale), affine), Volume(mask, affine)

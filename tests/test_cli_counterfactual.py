@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from sampler_helpers import tiny_bundle
-from study_helpers import AFFINE, synthetic_case
 
 from napari_gem3d.cli import main
 from napari_gem3d.io import read_volume, write_volume
 from napari_gem3d.models import save_bundle
+from sampler_helpers import tiny_bundle
+from study_helpers import AFFINE, synthetic_case
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,32 @@ def files(tmp_path_factory):
 
 def test_counterfactual_cli_writes_one_volume_per_informed_slice(files, capsys):
     out = files / "out"
-    code = main([
-        "counterfactual", "--mask", str(files / "mask.nii.gz"), "--image", str(files / "image.nii.gz"),
-        "--informed-from", str(files / "image.nii.gz"), str(files / "other.nrrd"), "--generate", "1",
-        "--informed-steps", "2", "--model", str(files / "model"), "--out", str(out), "--steps", "2",
-        "--device", "cpu", "--seed", "4",
-    ])
+    code = main(
+        [
+            "counterfactual",
+            "--mask",
+            str(files / "mask.nii.gz"),
+            "--image",
+            str(files / "image.nii.gz"),
+            "--informed-from",
+            str(files / "image.nii.gz"),
+            str(files / "other.nrrd"),
+            "--generate",
+            "1",
+            "--informed-steps",
+            "2",
+            "--model",
+            str(files / "model"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--seed",
+            "4",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     index = json.loads((out / "provenance.json").read_text())
     names = [r["name"] for r in index["results"]]
@@ -53,7 +73,16 @@ def test_counterfactual_cli_writes_one_volume_per_informed_slice(files, capsys):
 
 
 def test_counterfactual_cli_errors_are_one_line(files, capsys):
-    code = main(["counterfactual", "--mask", str(files / "mask.nii.gz"), "--out", str(files / "o2"),
-                 "--model", str(files / "model")])
+    code = main(
+        [
+            "counterfactual",
+            "--mask",
+            str(files / "mask.nii.gz"),
+            "--out",
+            str(files / "o2"),
+            "--model",
+            str(files / "model"),
+        ]
+    )
     assert code == 2
     assert "--informed-from" in capsys.readouterr().err

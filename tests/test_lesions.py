@@ -177,8 +177,10 @@ def test_augmentation_translates_in_true_voxels_toward_the_centre_along_the_righ
     before = mask.copy()
     com0 = np.array(ndimage.center_of_mass(mask == LESION))
     edit = lesions.random_augmentation(
-        mask, np.random.default_rng(0), lesion_labels=LESION, **_no_rotation(flip_probability=0.0,
-                                                                              shift_range=(5, 5)),
+        mask,
+        np.random.default_rng(0),
+        lesion_labels=LESION,
+        **_no_rotation(flip_probability=0.0, shift_range=(5, 5)),
     )
     _check_edit(before, mask, edit)
     com1 = np.array(ndimage.center_of_mass(edit.mask == LESION))
@@ -191,8 +193,12 @@ def test_augmentation_translates_in_true_voxels_toward_the_centre_along_the_righ
 
 def test_augmentation_shift_is_capped_at_the_centre():
     mask = _with_lesion(center=(9, 14, 16), radius=1.5)
-    edit = lesions.random_augmentation(mask, np.random.default_rng(1), lesion_labels=LESION,
-                                       **_no_rotation(flip_probability=0.0, shift_range=(20, 60)))
+    edit = lesions.random_augmentation(
+        mask,
+        np.random.default_rng(1),
+        lesion_labels=LESION,
+        **_no_rotation(flip_probability=0.0, shift_range=(20, 60)),
+    )
     com1 = np.array(ndimage.center_of_mass(edit.mask == LESION))
     centre = (np.asarray(mask.shape) - 1) / 2
     assert np.linalg.norm(com1 - centre) <= 1.0
@@ -200,23 +206,40 @@ def test_augmentation_shift_is_capped_at_the_centre():
 
 def test_augmentation_flip_follows_its_probability():
     mask = _with_lesion(center=(12, 14, 8), radius=2.0)
-    never = [lesions.random_augmentation(mask, np.random.default_rng(s), lesion_labels=LESION,
-                                         **_no_rotation(flip_probability=0.0, shift_range=(0, 0)))
-             for s in range(5)]
+    never = [
+        lesions.random_augmentation(
+            mask,
+            np.random.default_rng(s),
+            lesion_labels=LESION,
+            **_no_rotation(flip_probability=0.0, shift_range=(0, 0)),
+        )
+        for s in range(5)
+    ]
     assert all(not e.info["flipped"] and np.array_equal(e.mask, mask) for e in never)
-    always = lesions.random_augmentation(mask, np.random.default_rng(0), lesion_labels=LESION,
-                                         **_no_rotation(flip_probability=1.0, shift_range=(0, 0), flip_axis=2))
+    always = lesions.random_augmentation(
+        mask,
+        np.random.default_rng(0),
+        lesion_labels=LESION,
+        **_no_rotation(flip_probability=1.0, shift_range=(0, 0), flip_axis=2),
+    )
     assert always.info["flipped"] and np.array_equal(always.mask, np.flip(mask, axis=2))
-    draws = [lesions.random_augmentation(mask, np.random.default_rng(s), lesion_labels=LESION,
-                                         **_no_rotation(flip_probability=0.5, shift_range=(0, 0))).info["flipped"]
-             for s in range(40)]
+    draws = [
+        lesions.random_augmentation(
+            mask,
+            np.random.default_rng(s),
+            lesion_labels=LESION,
+            **_no_rotation(flip_probability=0.5, shift_range=(0, 0)),
+        ).info["flipped"]
+        for s in range(40)
+    ]
     assert 8 <= sum(draws) <= 32
 
 
 def test_augmentation_rotation_is_small_and_recorded_and_lesion_stays_in_brain():
     mask = _with_lesion(center=(12, 14, 26), radius=2.5)  # near the brain's edge
-    edit = lesions.random_augmentation(mask, np.random.default_rng(3), lesion_labels=LESION,
-                                       flip_probability=0.0, shift_range=(0, 0))
+    edit = lesions.random_augmentation(
+        mask, np.random.default_rng(3), lesion_labels=LESION, flip_probability=0.0, shift_range=(0, 0)
+    )
     angles = np.asarray(edit.info["angles_deg"])
     assert angles.shape == (3,) and np.all(np.abs(angles) <= 2.5) and np.any(angles != 0)
     agreement = np.mean(edit.mask == mask)
@@ -226,8 +249,12 @@ def test_augmentation_rotation_is_small_and_recorded_and_lesion_stays_in_brain()
 def test_augmentation_clips_the_lesion_to_the_brain():
     mask = _with_lesion(center=(4, 14, 16), radius=1.5)
     mask[9:12, 10:19, 12:21] = 0  # an "outside" cavity between the lesion and the centre
-    edit = lesions.random_augmentation(mask, np.random.default_rng(0), lesion_labels=LESION,
-                                       **_no_rotation(flip_probability=0.0, shift_range=(5, 5)))
+    edit = lesions.random_augmentation(
+        mask,
+        np.random.default_rng(0),
+        lesion_labels=LESION,
+        **_no_rotation(flip_probability=0.0, shift_range=(5, 5)),
+    )
     moved = edit.mask == LESION
     assert 0 < moved.sum() < (mask == LESION).sum()
     assert not np.any(moved & (mask == 0))

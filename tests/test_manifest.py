@@ -37,7 +37,11 @@ def test_every_python_name_imports_without_torch(python_name):
 
 
 def test_npe2_validate_with_imports():
-    done = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-gem3d", "--imports"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-gem3d", "--imports"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "valid" in done.stdout

@@ -6,11 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from sampler_helpers import tiny_bundle
-from study_helpers import AFFINE, synthetic_case
 
 from napari_gem3d.io import read_volume, write_volume
-from napari_gem3d.sampling import CancelToken, Cancelled, SamplingOptions
+from napari_gem3d.sampling import Cancelled, CancelToken, SamplingOptions
 from napari_gem3d.sampling.informed import pick_informed
 from napari_gem3d.sampling.pipeline import run_to_end
 from napari_gem3d.sampling.studies import (
@@ -24,6 +22,8 @@ from napari_gem3d.sampling.studies import (
     find_cases,
 )
 from napari_gem3d.volume import Volume
+from sampler_helpers import tiny_bundle
+from study_helpers import AFFINE, synthetic_case
 
 OPTIONS = SamplingOptions(steps=2, device="cpu", seed=3)
 
@@ -65,8 +65,13 @@ def test_counterfactuals_one_mask_many_informed(bundle):
     assert [r.name for r in results] == ["own", "other"]
     for k, res in enumerate(results):
         assert res.volume.shape == mask.shape and np.allclose(res.volume.affine, AFFINE)
-        assert res.provenance["study"] == {"kind": "counterfactual", "index": k, "count": 2,
-                                           "name": informed[k][0], "position": 0.5}
+        assert res.provenance["study"] == {
+            "kind": "counterfactual",
+            "index": k,
+            "count": 2,
+            "name": informed[k][0],
+            "position": 0.5,
+        }
         assert res.provenance["informed"]["volume"] == informed[k][0]
         assert res.provenance["seed"] == OPTIONS.seed
         assert res.reference is image
@@ -93,8 +98,10 @@ def test_deenhance_one_informed_many_cases_keeps_each_geometry(bundle):
 
 def test_study_cancel_stops_with_cancelled(bundle):
     image, mask = synthetic_case()
-    informed = [("a", pick_informed(image, bundle.config, position=0.5)),
-                ("b", pick_informed(image, bundle.config, position=0.2))]
+    informed = [
+        ("a", pick_informed(image, bundle.config, position=0.5)),
+        ("b", pick_informed(image, bundle.config, position=0.2)),
+    ]
     token = CancelToken()
     gen = counterfactuals(bundle, mask, informed, options=OPTIONS, cancel=token)
     first = next(gen)
@@ -154,7 +161,10 @@ def test_find_cases_layouts(tmp_path):
     write_volume(mask, tmp_path / "msd" / "labelsTr" / "x.nii.gz")
     (tmp_path / "flat").mkdir()
     write_volume(mask, tmp_path / "flat" / "y_mask.nrrd")
-    assert [(c.name, c.image is not None) for c in find_cases(tmp_path / "folders")] == [("c1", True), ("c2", True)]
+    assert [(c.name, c.image is not None) for c in find_cases(tmp_path / "folders")] == [
+        ("c1", True),
+        ("c2", True),
+    ]
     assert [(c.name, c.image is not None) for c in find_cases(tmp_path / "msd")] == [("x", True)]
     assert [(c.name, c.image is not None) for c in find_cases(tmp_path / "flat")] == [("y", False)]
     with pytest.raises(FileNotFoundError, match="no cases found"):

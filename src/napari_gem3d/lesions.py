@@ -166,8 +166,9 @@ def _as_point(point: Sequence[float], shape: tuple[int, ...]) -> np.ndarray:
     return p
 
 
-def _fill_vacated(out: np.ndarray, vacated: np.ndarray, exclude: tuple[int, ...], fill: int | str,
-                  spacing: np.ndarray) -> None:
+def _fill_vacated(
+    out: np.ndarray, vacated: np.ndarray, exclude: tuple[int, ...], fill: int | str, spacing: np.ndarray
+) -> None:
     """Refill ``vacated`` voxels of ``out`` in place: ``fill`` label, or the nearest non-lesion label."""
     if not vacated.any():
         return
@@ -179,10 +180,13 @@ def _fill_vacated(out: np.ndarray, vacated: np.ndarray, exclude: tuple[int, ...]
     assert box is not None
     margin = 4
     while True:
-        crop = tuple(slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(box, out.shape))
+        crop = tuple(
+            slice(max(0, s.start - margin), min(n, s.stop + margin))
+            for s, n in zip(box, out.shape, strict=True)
+        )
         sub = out[crop]
         source = ~np.isin(sub, exclude) & ~vacated[crop]
-        full = all(c.start == 0 and c.stop == n for c, n in zip(crop, out.shape))
+        full = all(c.start == 0 and c.stop == n for c, n in zip(crop, out.shape, strict=True))
         if source.any() or full:
             break
         margin *= 4
@@ -221,7 +225,7 @@ def _resample_lesion(
     hi = np.minimum(np.ceil(moved.max(axis=0) + 0.5).astype(int), np.asarray(mask.shape))
     if np.any(hi <= lo):
         return np.zeros(0, np.int32), None
-    dst_box: Box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[assignment]
+    dst_box: Box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[assignment]
     # one voxel of "absent" padding: scipy's constant mode drops points just outside [0, n-1]
     src = np.pad(np.where(selected[src_box], mask[src_box].astype(np.int32), -1), 1, constant_values=-1)
     a = np.array([s.start for s in src_box], float) - 1.0
@@ -229,8 +233,12 @@ def _resample_lesion(
     inv = np.linalg.inv(matrix_vox)
     # output voxel o (in the dst crop) comes from source x = pivot + inv (o + b - pivot - offset), crop at a
     sampled = ndimage.affine_transform(
-        src, inv, offset=pivot - a + inv @ (b - pivot - offset), output_shape=tuple(hi - lo),
-        order=0, mode="nearest",
+        src,
+        inv,
+        offset=pivot - a + inv @ (b - pivot - offset),
+        output_shape=tuple(hi - lo),
+        order=0,
+        mode="nearest",
     )
     return sampled, dst_box
 
@@ -300,9 +308,9 @@ def add_ellipsoid(
     half = np.ceil(radii / sp).astype(int)
     lo = np.maximum(np.floor(c).astype(int) - half, 0)
     hi = np.minimum(np.ceil(c).astype(int) + half + 1, np.asarray(mask.shape))
-    box: Box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[assignment]
+    box: Box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[assignment]
     grids = np.ogrid[box]
-    inside = sum(((g - ci) * s / r) ** 2 for g, ci, s, r in zip(grids, c, sp, radii)) <= 1.0
+    inside = sum(((g - ci) * s / r) ** 2 for g, ci, s, r in zip(grids, c, sp, radii, strict=True)) <= 1.0
     if region is not None:
         inside &= np.asarray(region, dtype=bool)[box]
     if preserve:
@@ -312,7 +320,9 @@ def add_ellipsoid(
     return _edit(mask, out, box, center=c.tolist(), radii_mm=radii.tolist(), label=int(label))
 
 
-def add_sphere(mask: np.ndarray, center: Sequence[float], radius_mm: float, label: int, **kwargs: Any) -> Edit:
+def add_sphere(
+    mask: np.ndarray, center: Sequence[float], radius_mm: float, label: int, **kwargs: Any
+) -> Edit:
     """A ball of ``radius_mm`` (round in mm whatever the voxel spacing); see :func:`add_ellipsoid`."""
     return add_ellipsoid(mask, center, (radius_mm,) * 3, label, **kwargs)
 
@@ -342,14 +352,16 @@ def rotation_matrix(angle_deg: float, axes: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def rotate(mask: np.ndarray, labels: Labels, angle_deg: float, axes: tuple[int, int] = (1, 2),
-           **kwargs: Any) -> Edit:
+def rotate(
+    mask: np.ndarray, labels: Labels, angle_deg: float, axes: tuple[int, int] = (1, 2), **kwargs: Any
+) -> Edit:
     """Rotate a lesion about its centroid by ``angle_deg`` in the plane of ``axes`` (rigid in mm)."""
     return transform_lesion(mask, labels, rotation_matrix(angle_deg, axes), **kwargs)
 
 
-def flip(mask: np.ndarray, labels: Labels, axis: int, *, point: Sequence[float] | None = None,
-         **kwargs: Any) -> Edit:
+def flip(
+    mask: np.ndarray, labels: Labels, axis: int, *, point: Sequence[float] | None = None, **kwargs: Any
+) -> Edit:
     """Mirror a lesion along ``axis`` about the centre of its bounding box (exact, voxel for voxel)."""
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
@@ -364,11 +376,18 @@ def flip(mask: np.ndarray, labels: Labels, axis: int, *, point: Sequence[float] 
 def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     half = np.floor(radius_mm / spacing).astype(int)
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    return sum((g * s) ** 2 for g, s in zip(grids, spacing)) <= radius_mm**2 + 1e-9
+    return sum((g * s) ** 2 for g, s in zip(grids, spacing, strict=True)) <= radius_mm**2 + 1e-9
 
 
-def dilate(mask: np.ndarray, labels: Labels, radius_mm: float, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-           point: Sequence[float] | None = None, region: np.ndarray | None = None) -> Edit:
+def dilate(
+    mask: np.ndarray,
+    labels: Labels,
+    radius_mm: float,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    point: Sequence[float] | None = None,
+    region: np.ndarray | None = None,
+) -> Edit:
     """Grow a lesion by ``radius_mm``; new voxels take the label of the nearest lesion voxel."""
     mask = _check_mask(mask)
     sp = _spacing(spacing)
@@ -385,8 +404,15 @@ def dilate(mask: np.ndarray, labels: Labels, radius_mm: float, *, spacing: Seque
     return _edit(mask, out, radius_mm=float(radius_mm))
 
 
-def erode(mask: np.ndarray, labels: Labels, radius_mm: float, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-          point: Sequence[float] | None = None, fill: int | str = "nearest") -> Edit:
+def erode(
+    mask: np.ndarray,
+    labels: Labels,
+    radius_mm: float,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    point: Sequence[float] | None = None,
+    fill: int | str = "nearest",
+) -> Edit:
     """Shrink a lesion by ``radius_mm``; freed voxels are refilled (``fill``)."""
     mask = _check_mask(mask)
     sp = _spacing(spacing)
@@ -398,8 +424,14 @@ def erode(mask: np.ndarray, labels: Labels, radius_mm: float, *, spacing: Sequen
     return _edit(mask, out, radius_mm=float(radius_mm))
 
 
-def delete(mask: np.ndarray, labels: Labels, *, point: Sequence[float] | None = None,
-           spacing: Sequence[float] = (1.0, 1.0, 1.0), fill: int | str = "nearest") -> Edit:
+def delete(
+    mask: np.ndarray,
+    labels: Labels,
+    *,
+    point: Sequence[float] | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    fill: int | str = "nearest",
+) -> Edit:
     """Remove a lesion (the component at ``point``, or every voxel of ``labels``); refill its voxels."""
     mask = _check_mask(mask)
     values = label_set(labels)
@@ -410,17 +442,22 @@ def delete(mask: np.ndarray, labels: Labels, *, point: Sequence[float] | None = 
 
 
 # ------------------------------------------------------------------------------ random augmentation
-def _rotation_about_centre(mask: np.ndarray, angles_deg: Sequence[float], spacing: np.ndarray,
-                           cval: int) -> np.ndarray:
+def _rotation_about_centre(
+    mask: np.ndarray, angles_deg: Sequence[float], spacing: np.ndarray, cval: int
+) -> np.ndarray:
     """Whole-volume rigid rotation (mm) about the volume centre, nearest neighbour, padded with ``cval``."""
     m = np.eye(3)
-    for axis, angle in enumerate(angles_deg):  # rotation about array axis `axis` = in the other two axes' plane
+    for axis, angle in enumerate(
+        angles_deg
+    ):  # rotation about array axis `axis` = in the other two axes' plane
         plane = tuple(a for a in range(3) if a != axis)
         m = rotation_matrix(float(angle), plane) @ m  # type: ignore[arg-type]
     m_vox = np.diag(1.0 / spacing) @ m @ np.diag(spacing)
     inv = np.linalg.inv(m_vox)
     centre = (np.asarray(mask.shape, float) - 1.0) / 2.0
-    out = ndimage.affine_transform(mask, inv, offset=centre - inv @ centre, order=0, mode="constant", cval=cval)
+    out = ndimage.affine_transform(
+        mask, inv, offset=centre - inv @ centre, order=0, mode="constant", cval=cval
+    )
     return out.astype(mask.dtype, copy=False)
 
 
@@ -470,8 +507,13 @@ def random_augmentation(
     if flipped:
         out = np.ascontiguousarray(np.flip(out, axis=int(flip_axis)))  # type: ignore[arg-type]
     selected = np.isin(out, values)
-    info: dict[str, Any] = {"angles_deg": angles.tolist(), "flipped": flipped, "flip_axis": flip_axis,
-                            "shift_vox": [0, 0, 0], "distance_vox": 0}
+    info: dict[str, Any] = {
+        "angles_deg": angles.tolist(),
+        "flipped": flipped,
+        "flip_axis": flip_axis,
+        "shift_vox": [0, 0, 0],
+        "distance_vox": 0,
+    }
     if not selected.any():  # the rotation pushed the lesion out of the volume
         return _edit(mask, out, **info)
     region = region_of(out, outside_label) if clip_to_region else None

@@ -16,7 +16,11 @@ def pytest_collection_modifyitems(config, items):
     mine = [item for item in items if here in Path(str(item.fspath)).parents]
     for item in mine:
         item.add_marker(pytest.mark.napari)
-    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+    ):
         skip = pytest.mark.skip(reason="needs a display: run under `xvfb-run -a pytest ...`")
         for item in mine:
             item.add_marker(skip)
@@ -36,9 +40,8 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def bundle_path(tmp_path_factory):
     """A tiny random-weight bundle (window 8) saved to disk, so 'Load model' works from a path."""
-    from sampler_helpers import tiny_bundle
-
     from napari_gem3d.models import save_bundle
+    from sampler_helpers import tiny_bundle
 
     return save_bundle(tiny_bundle(window=8), tmp_path_factory.mktemp("model") / "tiny")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from study_helpers import synthetic_case
 
 from napari_gem3d._napari.layers import layer_affine, volume_to_layer
 from napari_gem3d._napari.session import InformedChoice, get_session
 from napari_gem3d._napari.widget_gallery import DEENHANCE, FROM_WIDGET, GalleryWidget
 from napari_gem3d.io import read_volume, write_volume
 from napari_gem3d.sampling.informed import pick_informed
+from study_helpers import synthetic_case
 
 
 def _widget(viewer):

@@ -13,11 +13,16 @@ def test_views_planes_and_difference_plot(viewer_case):
     viewer, image_layer, mask_layer = viewer_case
     data = image_layer.data.copy()
     data[13:] += 500.0  # a seam between slices 12 and 13 along S (display axis 0)
-    plan = [{"start": 5, "stop": 13, "direction": "first", "round": 0},
-            {"start": 12, "stop": 20, "direction": "up", "round": 1}]
-    result = viewer.add_image(data, name="seamy", metadata={RESULT_KEY: {"plan": plan, "slice_axis": "S",
-                                                                        "image_layer": "image"}},
-                              **transforms_of(image_layer))
+    plan = [
+        {"start": 5, "stop": 13, "direction": "first", "round": 0},
+        {"start": 12, "stop": 20, "direction": "up", "round": 1},
+    ]
+    result = viewer.add_image(
+        data,
+        name="seamy",
+        metadata={RESULT_KEY: {"plan": plan, "slice_axis": "S", "image_layer": "image"}},
+        **transforms_of(image_layer),
+    )
     widget = InspectorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="GEM-3D inspector")
     widget.volume.value = result

@@ -8,18 +8,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from study_helpers import AFFINE
 
 from napari_gem3d._napari import sample_data
 from napari_gem3d._napari.layers import RAS_TO_WORLD, SOURCE_KEY, layer_affine
 from napari_gem3d._napari.reader import napari_get_reader
 from napari_gem3d._napari.session import get_session
 from napari_gem3d.io import read_volume, write_volume
+from study_helpers import AFFINE
 
 
 def _corners(shape):
-    return np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)],
-                    float)
+    return np.array(
+        [[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)], float
+    )
 
 
 def test_reader_places_layers_in_scanner_space_and_writer_round_trips(make_napari_viewer, case, tmp_path):
@@ -61,8 +62,10 @@ def test_reader_places_layers_in_scanner_space_and_writer_round_trips(make_napar
     assert np.allclose(back.affine, AFFINE) and np.allclose(back_mask.affine, AFFINE)
     original = nib.load(tmp_path / "t1.nii.gz").header
     saved = nib.load(out_img).header
-    assert (int(saved["qform_code"]), int(saved["sform_code"])) == (int(original["qform_code"]),
-                                                                    int(original["sform_code"]))
+    assert (int(saved["qform_code"]), int(saved["sform_code"])) == (
+        int(original["qform_code"]),
+        int(original["sform_code"]),
+    )
     # the user's own file is never overwritten
     with pytest.raises(Exception, match="Refusing to overwrite"):
         img_layer.save(str(tmp_path / "t1.nii.gz"), plugin="napari-gem3d")
@@ -70,8 +73,9 @@ def test_reader_places_layers_in_scanner_space_and_writer_round_trips(make_napar
 
 def test_a_layer_made_in_napari_writes_with_its_geometry(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(np.random.rand(5, 6, 7).astype(np.float32), scale=(3.0, 0.5, 0.7),
-                             translate=(10, 20, 30))
+    layer = viewer.add_image(
+        np.random.rand(5, 6, 7).astype(np.float32), scale=(3.0, 0.5, 0.7), translate=(10, 20, 30)
+    )
     layer.save(str(tmp_path / "made"), plugin="napari-gem3d")  # no extension: .nii.gz is added
     back = read_volume(tmp_path / "made.nii.gz")
     assert np.allclose(back.affine, layer_affine(layer))
@@ -93,9 +97,11 @@ def test_sample_data_is_offline_and_explains_when_missing(tmp_path, monkeypatch,
     assert layers[1][0].dtype == np.uint8
 
 
-def test_session_loads_bundles_and_official_checkpoints(make_napari_viewer, qtbot, bundle_path, tmp_path,
-                                                        monkeypatch):
+def test_session_loads_bundles_and_official_checkpoints(
+    make_napari_viewer, qtbot, bundle_path, tmp_path, monkeypatch
+):
     import napari.utils.notifications as notifications
+
     from test_convert_official import tiny_checkpoints
 
     viewer = make_napari_viewer()

@@ -39,8 +39,11 @@ def test_lesion_tools_are_single_undo_steps_and_mark_results_stale(viewer_case):
     widget = _editor(viewer)
     widget.mask.value = mask_layer
     session = get_session(viewer)
-    result = viewer.add_image(np.zeros(mask_layer.data.shape, np.float32), name="result",
-                              metadata={RESULT_KEY: {"status": "complete"}})
+    result = viewer.add_image(
+        np.zeros(mask_layer.data.shape, np.float32),
+        name="result",
+        metadata={RESULT_KEY: {"status": "complete"}},
+    )
     session.add_result(result, mask_layer)
     version = session.mask_version(mask_layer)
     original = mask_layer.data.copy()

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-from study_helpers import AFFINE
 
 from napari_gem3d._napari.layers import RESULT_KEY, layer_affine, transforms_of
 from napari_gem3d._napari.widget_sampling import SamplingWidget
@@ -62,7 +60,7 @@ def test_live_run_fills_window_by_window_and_keeps_inputs(viewer_case, qtbot):
     assert prov["informed"]["kind"] == "picked" and prov["mask_sha256"] and prov["model"]["hash"]
     assert np.allclose(layer_affine(layer), layer_affine(mask_layer))
     assert np.allclose(np.asarray(prov["grid"]["source_affine"]), layer_affine(mask_layer))
-    assert not any(l.visible for l in viewer.layers if l.name.startswith("GEM-3D window"))  # boxes hidden
+    assert not any(x.visible for x in viewer.layers if x.name.startswith("GEM-3D window"))  # boxes hidden
     assert widget.run_button.enabled and not widget.cancel_button.enabled and widget.again_button.enabled
 
 
@@ -117,8 +115,12 @@ def test_errors_reach_show_error(viewer_case, qtbot, bundle, monkeypatch):
     shown = []
     monkeypatch.setattr(notifications, "show_error", lambda message: shown.append(message))
     # 1. bad input, caught before any work starts
-    bad = viewer.add_labels(np.full(mask_layer.data.shape, 9, np.uint8), name="bad mask",
-                            scale=mask_layer.scale, translate=mask_layer.translate)
+    bad = viewer.add_labels(
+        np.full(mask_layer.data.shape, 9, np.uint8),
+        name="bad mask",
+        scale=mask_layer.scale,
+        translate=mask_layer.translate,
+    )
     widget = _widget(viewer, mask=bad, image=image_layer)
     assert widget.run() is None
     assert "9" in shown[-1] and "label" in shown[-1]
@@ -162,10 +164,17 @@ def test_event_loop_stays_responsive_during_sampling(viewer_case, qtbot):
     _wait(qtbot, job)
     timer.stop()
     gaps = np.diff(ticks) * 1000.0
-    report = {"max_gap_ms": float(gaps.max()), "p95_gap_ms": float(np.percentile(gaps, 95)),
-              "median_gap_ms": float(np.median(gaps)), "ticks": len(ticks), "windows": job.updates,
-              "steps": 8}
-    out = Path(os.environ.get("GEM3D_LATENCY_REPORT", Path(tempfile.gettempdir()) / "gem3d_event_loop_latency.json"))
+    report = {
+        "max_gap_ms": float(gaps.max()),
+        "p95_gap_ms": float(np.percentile(gaps, 95)),
+        "median_gap_ms": float(np.median(gaps)),
+        "ticks": len(ticks),
+        "windows": job.updates,
+        "steps": 8,
+    }
+    out = Path(
+        os.environ.get("GEM3D_LATENCY_REPORT", Path(tempfile.gettempdir()) / "gem3d_event_loop_latency.json")
+    )
     out.write_text(json.dumps(report, indent=1))
     print(f"\nevent-loop latency during sampling: {report}")
     assert len(ticks) > 10 and np.isfinite(report["max_gap_ms"])
@@ -204,5 +213,8 @@ def test_screenshot_of_a_real_generation(viewer_case, qtbot, tmp_path):
     outside = screen_region(mask_layer.data == 0)
     assert in_tumour.sum() > 50 and outside.sum() > 50
     contrast = abs(gray[in_tumour].mean() - gray[outside].mean())
-    print(f"\nscreenshot: tumour mean {gray[in_tumour].mean():.1f}, outside-brain mean {gray[outside].mean():.1f}")
+    print(
+        f"\nscreenshot: tumour mean {gray[in_tumour].mean():.1f}, "
+        f"outside-brain mean {gray[outside].mean():.1f}"
+    )
     assert contrast > 10, "the tumour region does not differ from the background in the screenshot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -52,10 +53,8 @@ class DockWidget(QWidget):
 
     def reset_choices(self, event=None) -> None:
         for widget in self._tracked:
-            try:
+            with contextlib.suppress(RuntimeError):  # a Qt object already deleted
                 widget.reset_choices()
-            except RuntimeError:  # pragma: no cover - Qt object already deleted
-                pass
 
     def _watch_name(self, layer) -> None:
         layer.events.name.connect(self.reset_choices)
@@ -95,8 +94,11 @@ def layer_choices(viewer, kind, ndim: int | None = 3) -> Callable:
     """magicgui ``choices`` callable: ``(name, layer)`` for every ``ndim``-D layer of type ``kind``."""
 
     def choices(widget=None):
-        return [(layer.name, layer) for layer in viewer.layers
-                if isinstance(layer, kind) and (ndim is None or layer.ndim == ndim)]
+        return [
+            (layer.name, layer)
+            for layer in viewer.layers
+            if isinstance(layer, kind) and (ndim is None or layer.ndim == ndim)
+        ]
 
     return choices
 

@@ -13,12 +13,13 @@ garbage collection.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from ..sampling.cancel import CancelToken, Cancelled
+from ..sampling.cancel import Cancelled, CancelToken
 
 
 class JobToken(CancelToken):
@@ -173,9 +174,7 @@ class Job:
     def _on_finished(self) -> None:
         if self.state == "running":  # quit() without a token check (napari's own cancel button)
             self._cancelled()
-        try:
+        with contextlib.suppress(RuntimeError, ValueError):  # ValueError: still executing elsewhere
             self._generator.close()  # runs the sampler's `finally` now if it stopped early
-        except (RuntimeError, ValueError):  # pragma: no cover - still executing elsewhere
-            pass
         self._call(self.handlers.finished)
         self.finished = True

@@ -7,7 +7,8 @@ from typing import Any
 
 def demo_case() -> list[tuple[Any, dict[str, Any], str]]:
     """The demo image and mask as layer tuples; a clear error if the package ships without them."""
-    from .. import _DATA, demo_case as load_demo_case
+    from .. import _DATA
+    from .. import demo_case as load_demo_case
     from .layers import volume_to_layer
 
     folder = _DATA / "demo_case"

@@ -71,13 +71,19 @@ def available_devices() -> dict[str, str | None]:
     import torch
 
     out: dict[str, str | None] = {"auto": None, "cpu": None}
-    out["cuda"] = None if torch.cuda.is_available() else (
-        "CUDA is not available in this torch build. Install a CUDA build of torch (see "
-        "https://pytorch.org/get-started/locally/) into this environment, then restart napari."
+    out["cuda"] = (
+        None
+        if torch.cuda.is_available()
+        else (
+            "CUDA is not available in this torch build. Install a CUDA build of torch (see "
+            "https://pytorch.org/get-started/locally/) into this environment, then restart napari."
+        )
     )
     mps = getattr(torch.backends, "mps", None)
-    out["mps"] = None if (mps is not None and mps.is_available()) else (
-        "MPS (Apple GPU) is only available on Apple silicon Macs with a recent torch."
+    out["mps"] = (
+        None
+        if (mps is not None and mps.is_available())
+        else ("MPS (Apple GPU) is only available on Apple silicon Macs with a recent torch.")
     )
     return out
 
@@ -92,7 +98,9 @@ def _checkpoint_kind(path: Path) -> str:
         raise ValueError(f"{path.name}: no GEM-3D UNet inside (model.diffusion_model.* keys are missing)")
     kind = {12: "volume", 8: "base", 4: "slice"}.get(int(weight.shape[1]))
     if kind is None:
-        raise ValueError(f"{path.name}: a UNet with {int(weight.shape[1])} input channels is not a GEM-3D model")
+        raise ValueError(
+            f"{path.name}: a UNet with {int(weight.shape[1])} input channels is not a GEM-3D model"
+        )
     return kind
 
 
@@ -119,8 +127,10 @@ def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
     folder = path
     if not path.is_dir():
         if path.suffix.lower() not in (".ckpt", ".pt", ".pth"):
-            raise ValueError(f"{path.name}: choose a model bundle folder (config.json + *.safetensors) or an "
-                             "official GEM-3D .ckpt checkpoint")
+            raise ValueError(
+                f"{path.name}: choose a model bundle folder (config.json + *.safetensors) or an "
+                "official GEM-3D .ckpt checkpoint"
+            )
         stat = path.stat()
         key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         folder = (cache or cache_dir()) / "converted" / f"{path.stem}-{key}"
@@ -129,8 +139,9 @@ def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
             kind = _checkpoint_kind(path)
             if kind == "slice":
                 raise ValueError(
-                    f"{path.name} is a slice (informed-slice) model; a bundle needs a volume model. Convert both: "
-                    "gem3d convert-official --volume VOLUME.ckpt --slice SLICE.ckpt --out BUNDLE, then load BUNDLE"
+                    f"{path.name} is a slice (informed-slice) model; a bundle needs a volume model. "
+                    "Convert both: gem3d convert-official --volume VOLUME.ckpt --slice SLICE.ckpt "
+                    "--out BUNDLE, then load BUNDLE"
                 )
             yield f"Converting {path.name} ({kind} model) into {folder}"
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -210,8 +221,12 @@ class Session:
         def load_steps():
             return (yield from guarded(model_loading_steps(path)))
 
-        worker = create_worker(load_steps, _start_thread=False, _ignore_errors=True,
-                               _progress={"total": 0, "desc": f"Loading model {Path(path).name}"})
+        worker = create_worker(
+            load_steps,
+            _start_thread=False,
+            _ignore_errors=True,
+            _progress={"total": 0, "desc": f"Loading model {Path(path).name}"},
+        )
 
         def message(text: str) -> None:
             from napari.utils.notifications import show_info
@@ -250,7 +265,9 @@ class Session:
         for device in devices | {torch.device("cpu")}:
             release_memory(torch.device(device))
         freed = sorted(str(d) for d in devices if d.type != "cpu")
-        return f"Released memory on {', '.join(freed)}" if freed else "Models are on the CPU; nothing to release"
+        return (
+            f"Released memory on {', '.join(freed)}" if freed else "Models are on the CPU; nothing to release"
+        )
 
     # -------------------------------------------------------------------------------- informed
     def set_informed(self, choice: InformedChoice | None) -> None:
@@ -286,13 +303,17 @@ class Session:
     def add_result(self, result_layer, mask_layer) -> None:
         """Remember which mask (and which version of it) a result layer was made from."""
         self.watch_mask(mask_layer)
-        self._results.append((weakref.ref(result_layer), weakref.ref(mask_layer), self.mask_version(mask_layer)))
+        self._results.append(
+            (weakref.ref(result_layer), weakref.ref(mask_layer), self.mask_version(mask_layer))
+        )
         self.results_changed.emit()
 
     def results(self) -> list:
         """Live result layers, oldest first."""
         alive = [(r(), m(), v) for r, m, v in self._results]
-        self._results = [(weakref.ref(r), weakref.ref(m), v) for r, m, v in alive if r is not None and m is not None]
+        self._results = [
+            (weakref.ref(r), weakref.ref(m), v) for r, m, v in alive if r is not None and m is not None
+        ]
         return [r for r, _, _ in alive if r is not None]
 
     def _mark_stale(self, mask_layer, version: int) -> None:

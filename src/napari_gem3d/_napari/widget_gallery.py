@@ -40,30 +40,64 @@ class GalleryWidget(DockWidget):
         self.study = ComboBox(name="study", label="study", choices=[COUNTERFACTUAL, DEENHANCE])
         # counterfactual inputs
         self.mask = ComboBox(name="mask", label="mask", choices=layer_choices(viewer, napari.layers.Labels))
-        self.reference = ComboBox(name="reference", label="its image", nullable=True,
-                                  choices=layer_choices(viewer, napari.layers.Image),
-                                  tooltip="intensity units of the results and the difference-map reference")
-        self.informed_layers = Select(name="informed_layers", label="informed from layers",
-                                      choices=layer_choices(viewer, napari.layers.Image))
-        self.generated = SpinBox(name="generated", label="+ generated slices", min=0, max=32, value=0,
-                                 tooltip="K slices from the slice model at p (seeds seed .. seed+K-1)")
-        self.position = FloatSlider(name="position", label="position p", min=0.0, max=1.0, step=0.01, value=0.5)
+        self.reference = ComboBox(
+            name="reference",
+            label="its image",
+            nullable=True,
+            choices=layer_choices(viewer, napari.layers.Image),
+            tooltip="intensity units of the results and the difference-map reference",
+        )
+        self.informed_layers = Select(
+            name="informed_layers",
+            label="informed from layers",
+            choices=layer_choices(viewer, napari.layers.Image),
+        )
+        self.generated = SpinBox(
+            name="generated",
+            label="+ generated slices",
+            min=0,
+            max=32,
+            value=0,
+            tooltip="K slices from the slice model at p (seeds seed .. seed+K-1)",
+        )
+        self.position = FloatSlider(
+            name="position", label="position p", min=0.0, max=1.0, step=0.01, value=0.5
+        )
         # de-enhancement inputs
-        self.informed_from = ComboBox(name="informed_from", label="informed slice", choices=self._informed_choices)
-        self.cases = Select(name="cases", label="cases (masks)", choices=layer_choices(viewer, napari.layers.Labels))
+        self.informed_from = ComboBox(
+            name="informed_from", label="informed slice", choices=self._informed_choices
+        )
+        self.cases = Select(
+            name="cases", label="cases (masks)", choices=layer_choices(viewer, napari.layers.Labels)
+        )
         self.folder_button = PushButton(text="Add cases from a folder…")
         self.folder_button.clicked.connect(self._choose_folder)
         # settings
         self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
         self.eta = FloatSpinBox(name="eta", label="eta", min=0.0, max=1.0, step=0.1, value=1.0)
         self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
-        self.device = ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device = ComboBox(
+            name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
+        )
         self.only_results = CheckBox(name="only_results", text="grid: show only the results", value=True)
-        self.form = Container(widgets=[
-            self.study, self.mask, self.reference, self.informed_layers, self.generated, self.position,
-            self.informed_from, self.cases, self.folder_button, self.steps, self.eta, self.seed, self.device,
-            self.only_results,
-        ])
+        self.form = Container(
+            widgets=[
+                self.study,
+                self.mask,
+                self.reference,
+                self.informed_layers,
+                self.generated,
+                self.position,
+                self.informed_from,
+                self.cases,
+                self.folder_button,
+                self.steps,
+                self.eta,
+                self.seed,
+                self.device,
+                self.only_results,
+            ]
+        )
         self.track(self.form)
         self.body.addWidget(self.form.native)
         self.folder_cases: list = []
@@ -75,8 +109,11 @@ class GalleryWidget(DockWidget):
         self.run_button.clicked.connect(lambda *_: self.run())
         self.cancel_button.clicked.connect(lambda *_: self.cancel_own_job())
         self.export_button.clicked.connect(self._choose_export)
-        buttons = Container(widgets=[self.run_button, self.cancel_button, self.export_button], layout="horizontal",
-                            labels=False)
+        buttons = Container(
+            widgets=[self.run_button, self.cancel_button, self.export_button],
+            layout="horizontal",
+            labels=False,
+        )
         self.body.addWidget(buttons.native)
         self.status = note("")
         self.body.addWidget(self.status)
@@ -92,8 +129,11 @@ class GalleryWidget(DockWidget):
         import napari
 
         items = [(FROM_WIDGET, FROM_WIDGET)]
-        items += [(f"{layer.name} at p", layer) for layer in self.viewer.layers
-                  if isinstance(layer, napari.layers.Image) and layer.ndim == 3]
+        items += [
+            (f"{layer.name} at p", layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, napari.layers.Image) and layer.ndim == 3
+        ]
         return items
 
     def _study_changed(self, *_):
@@ -113,9 +153,11 @@ class GalleryWidget(DockWidget):
         from ..sampling.studies import find_cases
 
         self.folder_cases = find_cases(folder)
-        self.folder_note.setText(f"{len(self.folder_cases)} cases from {folder}: "
-                                 + ", ".join(c.name for c in self.folder_cases[:6])
-                                 + (" …" if len(self.folder_cases) > 6 else ""))
+        self.folder_note.setText(
+            f"{len(self.folder_cases)} cases from {folder}: "
+            + ", ".join(c.name for c in self.folder_cases[:6])
+            + (" …" if len(self.folder_cases) > 6 else "")
+        )
 
     # --------------------------------------------------------------------------------------- run
     def run(self):
@@ -134,8 +176,12 @@ class GalleryWidget(DockWidget):
     def _options(self):
         from ..sampling import SamplingOptions
 
-        return SamplingOptions(steps=int(self.steps.value), eta=float(self.eta.value), seed=int(self.seed.value),
-                               device=self.device.value)
+        return SamplingOptions(
+            steps=int(self.steps.value),
+            eta=float(self.eta.value),
+            seed=int(self.seed.value),
+            device=self.device.value,
+        )
 
     def _start(self):
         from ..sampling.studies import count_windows
@@ -147,10 +193,18 @@ class GalleryWidget(DockWidget):
             gen, total = self._counterfactual(bundle, options, token, count_windows)
         else:
             gen, total = self._deenhance(bundle, options, token, count_windows)
-        job = Job(gen, total=total, desc="GEM-3D study", token=token,
-                  handlers=Handlers(yielded=self._on_update, returned=self._on_results,
-                                    cancelled=lambda n: self.status.setText(f"Cancelled after {n} windows."),
-                                    finished=self._on_finished))
+        job = Job(
+            gen,
+            total=total,
+            desc="GEM-3D study",
+            token=token,
+            handlers=Handlers(
+                yielded=self._on_update,
+                returned=self._on_results,
+                cancelled=lambda n: self.status.setText(f"Cancelled after {n} windows."),
+                finished=self._on_finished,
+            ),
+        )
         job.owner = self
         self.session.set_job(job)
         self.run_button.enabled, self.cancel_button.enabled = False, True
@@ -167,9 +221,13 @@ class GalleryWidget(DockWidget):
         mask = layer_to_volume(mask_layer)
         reference = layer_to_volume(self.reference.value) if self.reference.value is not None else None
         p = float(self.position.value)
-        informed = [(layer.name, pick_informed(layer_to_volume(layer, copy=False), bundle.config, position=p,
-                                               name=layer.name))
-                    for layer in self.informed_layers.value]
+        informed = [
+            (
+                layer.name,
+                pick_informed(layer_to_volume(layer, copy=False), bundle.config, position=p, name=layer.name),
+            )
+            for layer in self.informed_layers.value
+        ]
         seeds = [int(self.seed.value) + k for k in range(int(self.generated.value))]
         if not informed and not seeds:
             raise ValueError("select informed-slice layers and/or ask for generated slices")
@@ -179,11 +237,25 @@ class GalleryWidget(DockWidget):
         def study():
             variants = list(informed)
             for seed in seeds:
-                variants.append((f"generated seed {seed}", generate_informed(
-                    bundle, p, seed=seed, steps=options.steps, eta=options.eta, device=options.device,
-                    cancel=token)))
-            return (yield from counterfactuals(bundle, mask, variants, image=reference, position=p,
-                                               options=options, cancel=token))
+                variants.append(
+                    (
+                        f"generated seed {seed}",
+                        generate_informed(
+                            bundle,
+                            p,
+                            seed=seed,
+                            steps=options.steps,
+                            eta=options.eta,
+                            device=options.device,
+                            cancel=token,
+                        ),
+                    )
+                )
+            return (
+                yield from counterfactuals(
+                    bundle, mask, variants, image=reference, position=p, options=options, cancel=token
+                )
+            )
 
         return study(), total
 
@@ -194,12 +266,21 @@ class GalleryWidget(DockWidget):
         source = self.informed_from.value
         if source == FROM_WIDGET:
             if self.session.informed is None:
-                raise ValueError("no informed slice chosen: use the Informed slice widget, or pick an image layer")
+                raise ValueError(
+                    "no informed slice chosen: use the Informed slice widget, or pick an image layer"
+                )
             informed = self.session.informed.informed
         else:
-            informed = pick_informed(layer_to_volume(source, copy=False), bundle.config,
-                                     position=float(self.position.value), name=source.name)
-        cases = [StudyCase(layer.name, layer_to_volume(layer), self._image_for(layer)) for layer in self.cases.value]
+            informed = pick_informed(
+                layer_to_volume(source, copy=False),
+                bundle.config,
+                position=float(self.position.value),
+                name=source.name,
+            )
+        cases = [
+            StudyCase(layer.name, layer_to_volume(layer), self._image_for(layer))
+            for layer in self.cases.value
+        ]
         cases += self.folder_cases
         if not cases:
             raise ValueError("select mask layers and/or add a folder of cases")
@@ -218,16 +299,21 @@ class GalleryWidget(DockWidget):
 
         affine = layer_affine(mask_layer)
         for layer in self.viewer.layers:
-            if (isinstance(layer, napari.layers.Image) and layer.ndim == 3
-                    and layer.data.shape == mask_layer.data.shape and np.allclose(layer_affine(layer), affine,
-                                                                                   atol=1e-3)):
+            if (
+                isinstance(layer, napari.layers.Image)
+                and layer.ndim == 3
+                and layer.data.shape == mask_layer.data.shape
+                and np.allclose(layer_affine(layer), affine, atol=1e-3)
+            ):
                 return layer_to_volume(layer)
         return None
 
     # ------------------------------------------------------------------------------- GUI-thread slots
     def _on_update(self, update) -> None:
-        self.status.setText(f"{update.name} ({update.case + 1}/{update.cases}): window {update.done}"
-                            f"{'/' + str(update.total) if update.total else ''}")
+        self.status.setText(
+            f"{update.name} ({update.case + 1}/{update.cases}): window {update.done}"
+            f"{'/' + str(update.total) if update.total else ''}"
+        )
 
     def _on_results(self, results) -> None:
         from ..sampling.studies import difference_map

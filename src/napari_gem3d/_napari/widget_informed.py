@@ -38,10 +38,14 @@ class InformedSliceWidget(DockWidget):
         self.source = ComboBox(name="source", label="source", choices=[FROM_LAYER, GENERATE])
         self.image = ComboBox(name="image", label="image", choices=layer_choices(viewer, napari.layers.Image))
         self.where = ComboBox(name="where", label="slice", choices=[CURRENT, RELATIVE], value=RELATIVE)
-        self.position = FloatSlider(name="position", label="position p", min=0.0, max=1.0, step=0.01, value=0.5)
+        self.position = FloatSlider(
+            name="position", label="position p", min=0.0, max=1.0, step=0.01, value=0.5
+        )
         self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
         self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
-        self.form = Container(widgets=[self.source, self.image, self.where, self.position, self.seed, self.steps])
+        self.form = Container(
+            widgets=[self.source, self.image, self.where, self.position, self.seed, self.steps]
+        )
         self.track(self.form)
         self.body.addWidget(self.form.native)
         self.which = note("")
@@ -77,7 +81,7 @@ class InformedSliceWidget(DockWidget):
         volume = layer_to_volume(layer, copy=False)
         grid = model_grid(volume, size, axis)
         if self.where.value == CURRENT:
-            data = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
+            data = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
             k = int(np.clip(model_slice_index(grid, data), 0, grid.num_slices - 1))
         else:
             k = relative_index(float(self.position.value), grid.num_slices)
@@ -106,8 +110,10 @@ class InformedSliceWidget(DockWidget):
             self.which.setText("Choose an image layer.")
             return
         _, grid, k = found
-        self.which.setText(f"Slice {k} of {grid.num_slices} along the model's slice axis ({grid.slice_axis}), "
-                           f"p = {k / grid.num_slices:.2f}.")
+        self.which.setText(
+            f"Slice {k} of {grid.num_slices} along the model's slice axis ({grid.slice_axis}), "
+            f"p = {k / grid.num_slices:.2f}."
+        )
 
     # --------------------------------------------------------------------------------------- choose
     def choose(self):
@@ -162,11 +168,19 @@ class InformedSliceWidget(DockWidget):
             self.use_button.enabled = True
             self.session.set_job(None)
 
-        job = Job(_once(generate_informed, bundle, p, seed=seed, steps=steps, device=self.session.device,
-                        cancel=token),
-                  total=0, desc="GEM-3D informed slice", token=token,
-                  handlers=Handlers(returned=done, finished=finished,
-                                    cancelled=lambda n: self.chosen.setText("Generation cancelled.")))
+        job = Job(
+            _once(
+                generate_informed, bundle, p, seed=seed, steps=steps, device=self.session.device, cancel=token
+            ),
+            total=0,
+            desc="GEM-3D informed slice",
+            token=token,
+            handlers=Handlers(
+                returned=done,
+                finished=finished,
+                cancelled=lambda n: self.chosen.setText("Generation cancelled."),
+            ),
+        )
         job.owner = self
         self.session.set_job(job)
         self.use_button.enabled = False
@@ -193,6 +207,13 @@ class InformedSliceWidget(DockWidget):
             layer.scale, layer.translate, layer.metadata = scale, translate, metadata
         else:
             active = self.viewer.layers.selection.active
-            self.viewer.add_image(image, name=PREVIEW_NAME, contrast_limits=(-1.0, 1.0), scale=scale,
-                                  translate=translate, metadata=metadata, units=("mm", "mm"))
+            self.viewer.add_image(
+                image,
+                name=PREVIEW_NAME,
+                contrast_limits=(-1.0, 1.0),
+                scale=scale,
+                translate=translate,
+                metadata=metadata,
+                units=("mm", "mm"),
+            )
             self.viewer.layers.selection.active = active

@@ -29,7 +29,7 @@ VIEWS = {
 def planes_at(data: np.ndarray, point) -> dict[str, np.ndarray]:
     """Axial, coronal and sagittal planes of an (S, P, L)-ordered array through ``point`` (voxels),
     oriented for display (superior up in coronal and sagittal)."""
-    z, y, x = (int(np.clip(round(float(p)), 0, n - 1)) for p, n in zip(point, data.shape))
+    z, y, x = (int(np.clip(round(float(p)), 0, n - 1)) for p, n in zip(point, data.shape, strict=True))
     return {
         "Axial": data[z],
         "Coronal": np.flipud(data[:, y, :]),
@@ -40,14 +40,21 @@ def planes_at(data: np.ndarray, point) -> dict[str, np.ndarray]:
 class InspectorWidget(DockWidget):
     def __init__(self, viewer: napari.viewer.Viewer):  # noqa: F821 - string annotation for napari
         super().__init__(viewer, "GEM-3D consistency inspector")
-        import napari
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.volume = ComboBox(name="volume", label="volume", choices=layer_choices(viewer, napari.layers.Image))
-        self.source = ComboBox(name="source", label="source", nullable=True,
-                               choices=layer_choices(viewer, napari.layers.Image),
-                               tooltip="the real image to compare with (same geometry)")
+        import napari
+
+        self.volume = ComboBox(
+            name="volume", label="volume", choices=layer_choices(viewer, napari.layers.Image)
+        )
+        self.source = ComboBox(
+            name="source",
+            label="source",
+            nullable=True,
+            choices=layer_choices(viewer, napari.layers.Image),
+            tooltip="the real image to compare with (same geometry)",
+        )
         self.form = Container(widgets=[self.volume, self.source])
         self.track(self.form)
         self.body.addWidget(self.form.native)
@@ -121,8 +128,11 @@ class InspectorWidget(DockWidget):
         spacing = np.linalg.norm(layer_affine(layer)[:3, :3], axis=0)
         lo, hi = layer.contrast_limits
         self.planes_figure.clear()
-        aspects = {"Axial": spacing[1] / spacing[2], "Coronal": spacing[0] / spacing[2],
-                   "Sagittal": spacing[0] / spacing[1]}
+        aspects = {
+            "Axial": spacing[1] / spacing[2],
+            "Coronal": spacing[0] / spacing[2],
+            "Sagittal": spacing[0] / spacing[1],
+        }
         for k, (name, plane) in enumerate(planes_at(data, point).items()):
             ax = self.planes_figure.add_subplot(1, 3, k + 1)
             ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, aspect=aspects[name], interpolation="nearest")
@@ -161,7 +171,9 @@ class InspectorWidget(DockWidget):
         ax.legend(fontsize=7, loc="upper right")
         self.canvas.draw_idle()
         if not plan:
-            self.status.setText("This volume has no sampling plan in its metadata: no window boundaries to mark.")
+            self.status.setText(
+                "This volume has no sampling plan in its metadata: no window boundaries to mark."
+            )
         else:
             self.status.setText(f"{len(plan)} windows; seams would show as spikes at the dashed lines.")
         return curves

@@ -18,8 +18,11 @@ from .. import lesions
 from ._qt_helpers import DockWidget, layer_choices, note
 from .layers import SOURCE_KEY, layer_affine, transforms_of
 
-ROTATION_PLANES = {"axial (rows, columns)": (1, 2), "coronal (slices, columns)": (0, 2),
-                   "sagittal (slices, rows)": (0, 1)}
+ROTATION_PLANES = {
+    "axial (rows, columns)": (1, 2),
+    "coronal (slices, columns)": (0, 2),
+    "sagittal (slices, rows)": (0, 1),
+}
 FLIP_AXES = {"left-right": 2, "anterior-posterior": 1, "superior-inferior": 0}
 CURSOR = "cursor"
 LESION_WORDS = ("tumour", "tumor", "oedema", "edema", "lesion", "necro", "enhanc")
@@ -74,21 +77,34 @@ class MaskEditorWidget(DockWidget):
         self.body.addWidget(paint.native)
 
         # ---- lesion tools
-        self.lesion_labels = LineEdit(name="lesion_labels", label="lesion labels", value="4,5,6",
-                                      tooltip="labels that make up one lesion, e.g. 4,5,6 or 4-6")
-        self.point_from = ComboBox(name="point_from", label="point from", choices=self._point_choices,
-                                   tooltip="the cursor's last position on the canvas, or the last point of a "
-                                           "Points layer")
+        self.lesion_labels = LineEdit(
+            name="lesion_labels",
+            label="lesion labels",
+            value="4,5,6",
+            tooltip="labels that make up one lesion, e.g. 4,5,6 or 4-6",
+        )
+        self.point_from = ComboBox(
+            name="point_from",
+            label="point from",
+            choices=self._point_choices,
+            tooltip="the cursor's last position on the canvas, or the last point of a Points layer",
+        )
         self.at_point_only = CheckBox(name="at_point_only", text="only the lesion at the point", value=True)
         self.keep_inside = CheckBox(name="keep_inside", text="keep lesions inside label != 0", value=True)
         self.radius_z = FloatSpinBox(name="radius_z", label="radius slices (mm)", min=0.1, max=500, value=6.0)
         self.radius_y = FloatSpinBox(name="radius_y", label="radius rows (mm)", min=0.1, max=500, value=6.0)
-        self.radius_x = FloatSpinBox(name="radius_x", label="radius columns (mm)", min=0.1, max=500, value=6.0)
+        self.radius_x = FloatSpinBox(
+            name="radius_x", label="radius columns (mm)", min=0.1, max=500, value=6.0
+        )
         self.add_button = PushButton(text="Add ellipsoid (paint label) at the point")
-        self.offset = [SpinBox(name=f"offset_{a}", label=f"move {a} (voxels)", min=-999, max=999, value=0)
-                       for a in ("slices", "rows", "columns")]
+        self.offset = [
+            SpinBox(name=f"offset_{a}", label=f"move {a} (voxels)", min=-999, max=999, value=0)
+            for a in ("slices", "rows", "columns")
+        ]
         self.move_button = PushButton(text="Move")
-        self.factor = FloatSpinBox(name="factor", label="scale factor", min=0.05, max=20.0, step=0.1, value=1.5)
+        self.factor = FloatSpinBox(
+            name="factor", label="scale factor", min=0.05, max=20.0, step=0.1, value=1.5
+        )
         self.scale_button = PushButton(text="Scale")
         self.angle = FloatSpinBox(name="angle", label="angle (deg)", min=-360, max=360, value=15.0)
         self.plane = ComboBox(name="plane", label="rotation plane", choices=list(ROTATION_PLANES))
@@ -99,13 +115,31 @@ class MaskEditorWidget(DockWidget):
         self.dilate_button = PushButton(text="Dilate")
         self.erode_button = PushButton(text="Erode")
         self.delete_button = PushButton(text="Delete lesion")
-        tools = Container(widgets=[
-            self.lesion_labels, self.point_from, self.at_point_only, self.keep_inside,
-            self.radius_z, self.radius_y, self.radius_x, self.add_button,
-            *self.offset, self.move_button, self.factor, self.scale_button, self.angle, self.plane,
-            self.rotate_button, self.flip_axis, self.flip_button, self.grow, self.dilate_button,
-            self.erode_button, self.delete_button,
-        ])
+        tools = Container(
+            widgets=[
+                self.lesion_labels,
+                self.point_from,
+                self.at_point_only,
+                self.keep_inside,
+                self.radius_z,
+                self.radius_y,
+                self.radius_x,
+                self.add_button,
+                *self.offset,
+                self.move_button,
+                self.factor,
+                self.scale_button,
+                self.angle,
+                self.plane,
+                self.rotate_button,
+                self.flip_axis,
+                self.flip_button,
+                self.grow,
+                self.dilate_button,
+                self.erode_button,
+                self.delete_button,
+            ]
+        )
         self.track(tools)
         section = QCollapsible("Lesion tools")
         section.addWidget(tools.native)
@@ -114,27 +148,49 @@ class MaskEditorWidget(DockWidget):
 
         # ---- augmentation
         self.aug_seed = SpinBox(name="aug_seed", label="seed", min=0, max=2**31 - 1, value=0)
-        self.aug_angle = FloatSpinBox(name="aug_angle", label="max rotation (deg)", min=0.0, max=45.0, value=2.5)
-        self.aug_flip = FloatSpinBox(name="aug_flip", label="flip probability", min=0.0, max=1.0, step=0.1, value=0.5)
+        self.aug_angle = FloatSpinBox(
+            name="aug_angle", label="max rotation (deg)", min=0.0, max=45.0, value=2.5
+        )
+        self.aug_flip = FloatSpinBox(
+            name="aug_flip", label="flip probability", min=0.0, max=1.0, step=0.1, value=0.5
+        )
         self.aug_min = SpinBox(name="aug_min", label="shift min (voxels)", min=0, max=999, value=20)
         self.aug_max = SpinBox(name="aug_max", label="shift max (voxels)", min=0, max=999, value=60)
         self.augment_button = PushButton(text="Random augmentation (paper, corrected)")
-        aug = Container(widgets=[self.aug_seed, self.aug_angle, self.aug_flip, self.aug_min, self.aug_max,
-                                 self.augment_button])
+        aug = Container(
+            widgets=[
+                self.aug_seed,
+                self.aug_angle,
+                self.aug_flip,
+                self.aug_min,
+                self.aug_max,
+                self.augment_button,
+            ]
+        )
         section2 = QCollapsible("Random augmentation")
         section2.addWidget(aug.native)
         self.body.addWidget(section2)
-        self.body.addWidget(note("Each operation is one undo step (Ctrl+Z on the mask layer). Editing a mask "
-                                 "marks results generated from it as stale."))
+        self.body.addWidget(
+            note(
+                "Each operation is one undo step (Ctrl+Z on the mask layer). Editing a mask "
+                "marks results generated from it as stale."
+            )
+        )
         self.status = note("")
         self.body.addWidget(self.status)
         self.body.addStretch(1)
 
-        for button, op in ((self.add_button, self.add_lesion), (self.move_button, self.move),
-                           (self.scale_button, self.scale), (self.rotate_button, self.rotate),
-                           (self.flip_button, self.flip), (self.dilate_button, self.dilate),
-                           (self.erode_button, self.erode), (self.delete_button, self.delete),
-                           (self.augment_button, self.augment)):
+        for button, op in (
+            (self.add_button, self.add_lesion),
+            (self.move_button, self.move),
+            (self.scale_button, self.scale),
+            (self.rotate_button, self.rotate),
+            (self.flip_button, self.flip),
+            (self.dilate_button, self.dilate),
+            (self.erode_button, self.erode),
+            (self.delete_button, self.delete),
+            (self.augment_button, self.augment),
+        ):
             button.clicked.connect(lambda *_, op=op: self._guard(op))
         self.session.model_changed.connect(self._model_changed)
         self._model_changed(self.session.bundle)
@@ -144,9 +200,11 @@ class MaskEditorWidget(DockWidget):
     def _point_choices(self, widget=None):
         import napari
 
-        return [(CURSOR, CURSOR)] + [(layer.name, layer) for layer in self.viewer.layers
-                                     if isinstance(layer, napari.layers.Points)
-                                     and not layer.name.startswith("GEM-3D window")]
+        return [(CURSOR, CURSOR)] + [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, napari.layers.Points) and not layer.name.startswith("GEM-3D window")
+        ]
 
     def _model_changed(self, bundle) -> None:
         if bundle is not None:
@@ -166,8 +224,12 @@ class MaskEditorWidget(DockWidget):
         metadata = {}
         if SOURCE_KEY in image.metadata:
             metadata[SOURCE_KEY] = dict(image.metadata[SOURCE_KEY])
-        layer = self.viewer.add_labels(np.zeros(image.data.shape, dtype=np.uint8), name=f"{image.name} mask",
-                                       metadata=metadata, **transforms_of(image))
+        layer = self.viewer.add_labels(
+            np.zeros(image.data.shape, dtype=np.uint8),
+            name=f"{image.name} mask",
+            metadata=metadata,
+            **transforms_of(image),
+        )
         self.reset_choices()
         self.mask.value = layer
         layer.mode = "paint"
@@ -251,51 +313,88 @@ class MaskEditorWidget(DockWidget):
         layer = self._layer()
         radii = (self.radius_z.value, self.radius_y.value, self.radius_x.value)
         region = self._region(layer) if np.any(np.asarray(layer.data) != 0) else None
-        edit = lesions.add_ellipsoid(np.asarray(layer.data), self.point(layer), radii, int(self.label.value),
-                                     spacing=self.spacing(layer), region=region)
+        edit = lesions.add_ellipsoid(
+            np.asarray(layer.data),
+            self.point(layer),
+            radii,
+            int(self.label.value),
+            spacing=self.spacing(layer),
+            region=region,
+        )
         return self.apply(layer, edit, "add")
 
     def move(self):
         layer = self._layer()
         offset = [w.value for w in self.offset]
-        edit = lesions.move(np.asarray(layer.data), parse_labels(self.lesion_labels.value), offset,
-                            region=self._region(layer), **self._common(layer))
+        edit = lesions.move(
+            np.asarray(layer.data),
+            parse_labels(self.lesion_labels.value),
+            offset,
+            region=self._region(layer),
+            **self._common(layer),
+        )
         return self.apply(layer, edit, "move")
 
     def scale(self):
         layer = self._layer()
-        edit = lesions.scale(np.asarray(layer.data), parse_labels(self.lesion_labels.value), self.factor.value,
-                             region=self._region(layer), **self._common(layer))
+        edit = lesions.scale(
+            np.asarray(layer.data),
+            parse_labels(self.lesion_labels.value),
+            self.factor.value,
+            region=self._region(layer),
+            **self._common(layer),
+        )
         return self.apply(layer, edit, "scale")
 
     def rotate(self):
         layer = self._layer()
-        edit = lesions.rotate(np.asarray(layer.data), parse_labels(self.lesion_labels.value), self.angle.value,
-                              axes=ROTATION_PLANES[self.plane.value], region=self._region(layer),
-                              **self._common(layer))
+        edit = lesions.rotate(
+            np.asarray(layer.data),
+            parse_labels(self.lesion_labels.value),
+            self.angle.value,
+            axes=ROTATION_PLANES[self.plane.value],
+            region=self._region(layer),
+            **self._common(layer),
+        )
         return self.apply(layer, edit, "rotate")
 
     def flip(self):
         layer = self._layer()
-        edit = lesions.flip(np.asarray(layer.data), parse_labels(self.lesion_labels.value),
-                            FLIP_AXES[self.flip_axis.value], region=self._region(layer), **self._common(layer))
+        edit = lesions.flip(
+            np.asarray(layer.data),
+            parse_labels(self.lesion_labels.value),
+            FLIP_AXES[self.flip_axis.value],
+            region=self._region(layer),
+            **self._common(layer),
+        )
         return self.apply(layer, edit, "flip")
 
     def dilate(self):
         layer = self._layer()
-        edit = lesions.dilate(np.asarray(layer.data), parse_labels(self.lesion_labels.value), self.grow.value,
-                              region=self._region(layer), **self._common(layer))
+        edit = lesions.dilate(
+            np.asarray(layer.data),
+            parse_labels(self.lesion_labels.value),
+            self.grow.value,
+            region=self._region(layer),
+            **self._common(layer),
+        )
         return self.apply(layer, edit, "dilate")
 
     def erode(self):
         layer = self._layer()
-        edit = lesions.erode(np.asarray(layer.data), parse_labels(self.lesion_labels.value), self.grow.value,
-                             **self._common(layer))
+        edit = lesions.erode(
+            np.asarray(layer.data),
+            parse_labels(self.lesion_labels.value),
+            self.grow.value,
+            **self._common(layer),
+        )
         return self.apply(layer, edit, "erode")
 
     def delete(self):
         layer = self._layer()
-        edit = lesions.delete(np.asarray(layer.data), parse_labels(self.lesion_labels.value), **self._common(layer))
+        edit = lesions.delete(
+            np.asarray(layer.data), parse_labels(self.lesion_labels.value), **self._common(layer)
+        )
         return self.apply(layer, edit, "delete")
 
     def augment(self):
@@ -303,10 +402,14 @@ class MaskEditorWidget(DockWidget):
         if self.aug_min.value > self.aug_max.value:
             raise ValueError("shift min must not exceed shift max")
         edit = lesions.random_augmentation(
-            np.asarray(layer.data), np.random.default_rng(int(self.aug_seed.value)),
-            lesion_labels=parse_labels(self.lesion_labels.value), spacing=self.spacing(layer),
-            max_angle_deg=self.aug_angle.value, flip_axis=FLIP_AXES["left-right"],
-            flip_probability=self.aug_flip.value, shift_range=(self.aug_min.value, self.aug_max.value),
+            np.asarray(layer.data),
+            np.random.default_rng(int(self.aug_seed.value)),
+            lesion_labels=parse_labels(self.lesion_labels.value),
+            spacing=self.spacing(layer),
+            max_angle_deg=self.aug_angle.value,
+            flip_axis=FLIP_AXES["left-right"],
+            flip_probability=self.aug_flip.value,
+            shift_range=(self.aug_min.value, self.aug_max.value),
         )
         changed = self.apply(layer, edit, "augmentation")
         info = edit.info

@@ -43,8 +43,14 @@ def plan_for(config, request) -> list:
     gem3d = opts.mode == "gem3d"
     start_known = bool(gem3d and request.informed is not None and request.informed.is_true_slice)
     overlap = config.overlap if opts.overlap is None else opts.overlap
-    return plan_windows(request.mask.shape[0], config.window, overlap, request.start, start_known=start_known,
-                        official=opts.official_compat)
+    return plan_windows(
+        request.mask.shape[0],
+        config.window,
+        overlap,
+        request.start,
+        start_known=start_known,
+        official=opts.official_compat,
+    )
 
 
 class WindowBoxes:
@@ -70,25 +76,32 @@ class WindowBoxes:
         self.layers = [layer for layer in self.layers if layer in self.viewer.layers]
         while len(self.layers) < len(windows):
             self.layers.append(self._new_layer(like, len(self.layers)))
-        for layer, (start, stop) in zip(self.layers, windows):
+        for layer, (start, stop) in zip(
+            self.layers, windows, strict=False
+        ):  # more layers than windows: rest hidden
             axis, (lo, hi) = window_index_range(self.grid, start, stop)
             a, b = np.zeros(3), np.asarray(like.data.shape, float) - 1
             a[axis], b[axis] = lo, hi - 1
-            if any(getattr(layer, name) is not None and not np.allclose(getattr(layer, name), value)
-                   for name, value in (("scale", like.scale), ("translate", like.translate))):
+            if any(
+                getattr(layer, name) is not None and not np.allclose(getattr(layer, name), value)
+                for name, value in (("scale", like.scale), ("translate", like.translate))
+            ):
                 for name, value in transforms_of(like).items():
                     setattr(layer, name, value)
             layer.data = np.stack([a, b])
             if not layer.visible:
                 layer.visible = True
-        for layer in self.layers[len(windows):]:
+        for layer in self.layers[len(windows) :]:
             if layer.visible:
                 layer.visible = False
 
     def _new_layer(self, like, k: int):
         active = self.viewer.layers.selection.active
         layer = self.viewer.add_points(
-            np.zeros((2, 3)), name=BOX_NAME if k == 0 else f"{BOX_NAME} {k + 1}", size=0.01, opacity=0.0,
+            np.zeros((2, 3)),
+            name=BOX_NAME if k == 0 else f"{BOX_NAME} {k + 1}",
+            size=0.01,
+            opacity=0.0,
             **transforms_of(like),
         )
         layer.bounding_box.visible = True
@@ -124,20 +137,49 @@ class SamplingWidget(DockWidget):
 
         self._model_row()
         self.mask = ComboBox(name="mask", label="mask", choices=layer_choices(viewer, napari.layers.Labels))
-        self.image = ComboBox(name="image", label="image", choices=layer_choices(viewer, napari.layers.Image), nullable=True,
-                              tooltip="geometry check, intensity units, and the informed slice at the start")
-        self.informed = ComboBox(name="informed", label="informed slice", choices=[INFORMED_IMAGE, INFORMED_WIDGET])
-        self.position = FloatSlider(name="position", label="start position p", min=0.0, max=1.0, step=0.01, value=0.5)
+        self.image = ComboBox(
+            name="image",
+            label="image",
+            choices=layer_choices(viewer, napari.layers.Image),
+            nullable=True,
+            tooltip="geometry check, intensity units, and the informed slice at the start",
+        )
+        self.informed = ComboBox(
+            name="informed", label="informed slice", choices=[INFORMED_IMAGE, INFORMED_WIDGET]
+        )
+        self.position = FloatSlider(
+            name="position", label="start position p", min=0.0, max=1.0, step=0.01, value=0.5
+        )
         self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
         self.eta = FloatSpinBox(name="eta", label="eta", min=0.0, max=1.0, step=0.1, value=1.0)
         self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
-        self.device = ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.precision = ComboBox(name="precision", label="precision", choices=["fp32", "bf16", "fp16"], value="fp32",
-                                  tooltip="half precision applies on GPUs only")
+        self.device = ComboBox(
+            name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
+        )
+        self.precision = ComboBox(
+            name="precision",
+            label="precision",
+            choices=["fp32", "bf16", "fp16"],
+            value="fp32",
+            tooltip="half precision applies on GPUs only",
+        )
         self.mode = ComboBox(name="mode", label="mode", choices=list(MODES), value="GEM-3D")
         self.follow = CheckBox(name="follow", text="follow the window", value=True)
-        self.form = Container(widgets=[self.mask, self.image, self.informed, self.position, self.steps, self.eta,
-                                       self.seed, self.device, self.precision, self.mode, self.follow])
+        self.form = Container(
+            widgets=[
+                self.mask,
+                self.image,
+                self.informed,
+                self.position,
+                self.steps,
+                self.eta,
+                self.seed,
+                self.device,
+                self.precision,
+                self.mode,
+                self.follow,
+            ]
+        )
         self.track(self.form)
         self.body.addWidget(self.form.native)
         self.device_note = note("")
@@ -150,8 +192,11 @@ class SamplingWidget(DockWidget):
         self.run_button.clicked.connect(self._run_clicked)
         self.cancel_button.clicked.connect(self.cancel)
         self.again_button.clicked.connect(self._again_clicked)
-        buttons = Container(widgets=[self.run_button, self.cancel_button, self.again_button], layout="horizontal",
-                            labels=False)
+        buttons = Container(
+            widgets=[self.run_button, self.cancel_button, self.again_button],
+            layout="horizontal",
+            labels=False,
+        )
         self.body.addWidget(buttons.native)
         self.status = note("Ready.")
         self.body.addWidget(self.status)
@@ -192,8 +237,11 @@ class SamplingWidget(DockWidget):
             from .session import default_model_path
 
             default = default_model_path()
-            text = "Model: bundled demo model (loads on first run)" if default else (
-                "Model: none. The bundled demo model is not installed: use Load model…")
+            text = (
+                "Model: bundled demo model (loads on first run)"
+                if default
+                else ("Model: none. The bundled demo model is not installed: use Load model…")
+            )
         else:
             text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'})"
         self.model_label.setText(text)
@@ -212,8 +260,9 @@ class SamplingWidget(DockWidget):
             self.load_model(path)
 
     def _choose_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose an official GEM-3D checkpoint", "",
-                                              "Checkpoints (*.ckpt *.pt *.pth)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose an official GEM-3D checkpoint", "", "Checkpoints (*.ckpt *.pt *.pth)"
+        )
         if path:
             self.load_model(path)
 
@@ -225,7 +274,10 @@ class SamplingWidget(DockWidget):
         return self.session.load_model(
             path,
             on_done=lambda b: self.status.setText(f"Model {b.config.name} loaded."),
-            on_error=lambda exc: (_report(exc, "model loading"), self.status.setText(f"Loading failed: {exc}")),
+            on_error=lambda exc: (
+                _report(exc, "model loading"),
+                self.status.setText(f"Loading failed: {exc}"),
+            ),
         )
 
     def release_memory(self) -> None:
@@ -312,31 +364,49 @@ class SamplingWidget(DockWidget):
         if mode == "gem3d":
             if self.informed.value == INFORMED_WIDGET:
                 if self.session.informed is None:
-                    raise ValueError("no informed slice chosen yet: use the Informed slice widget, or pick "
-                                     f"'{INFORMED_IMAGE}' with an image")
+                    raise ValueError(
+                        "no informed slice chosen yet: use the Informed slice widget, or pick "
+                        f"'{INFORMED_IMAGE}' with an image"
+                    )
                 informed = self.session.informed.informed
             elif image_volume is None:
-                raise ValueError("GEM-3D needs an informed slice: choose an image layer, use the Informed slice "
-                                 "widget, or switch the mode to Baseline")
-        options = SamplingOptions(steps=int(self.steps.value), eta=float(self.eta.value), seed=int(self.seed.value),
-                                  device=self.device.value, precision=self.precision.value, mode=mode,
-                                  official_compat=official)
-        request, grid, reference = prepare_request(bundle.config, mask_volume, image=image_volume,
-                                                   informed=informed, position=float(self.position.value),
-                                                   options=options)
+                raise ValueError(
+                    "GEM-3D needs an informed slice: choose an image layer, use the Informed slice "
+                    "widget, or switch the mode to Baseline"
+                )
+        options = SamplingOptions(
+            steps=int(self.steps.value),
+            eta=float(self.eta.value),
+            seed=int(self.seed.value),
+            device=self.device.value,
+            precision=self.precision.value,
+            mode=mode,
+            official_compat=official,
+        )
+        request, grid, reference = prepare_request(
+            bundle.config,
+            mask_volume,
+            image=image_volume,
+            informed=informed,
+            position=float(self.position.value),
+            options=options,
+        )
         plan = plan_for(bundle.config, request)
         layer = self._output_layer(mask_layer, image_layer, reference, options, plan, grid)
         self.session.add_result(layer, mask_layer)
-        self.session.last_run = RunSnapshot(weakref.ref(mask_layer),
-                                            None if image_layer is None else weakref.ref(image_layer),
-                                            self.values())
+        self.session.last_run = RunSnapshot(
+            weakref.ref(mask_layer), None if image_layer is None else weakref.ref(image_layer), self.values()
+        )
         self.live = LiveRun(layer, mask_layer, grid, reference, mask_volume, plan)
         self.boxes.attach(layer, grid)
         token = JobToken()
-        job = Job(generate(bundle, request, cancel=token), total=len(plan),
-                  desc=f"GEM-3D sampling ({len(plan)} windows)",
-                  token=token, handlers=Handlers(self._on_window, self._on_done, None, self._on_cancelled,
-                                                 self._on_finished))
+        job = Job(
+            generate(bundle, request, cancel=token),
+            total=len(plan),
+            desc=f"GEM-3D sampling ({len(plan)} windows)",
+            token=token,
+            handlers=Handlers(self._on_window, self._on_done, None, self._on_cancelled, self._on_finished),
+        )
         job.owner = self
         self.session.set_job(job)
         self._set_running(True)
@@ -353,8 +423,10 @@ class SamplingWidget(DockWidget):
                 "status": "running",
                 "stale": False,
                 "windows_done": [],
-                "plan": [{"start": w.start, "stop": w.stop, "direction": w.direction, "round": w.round}
-                         for w in plan],
+                "plan": [
+                    {"start": w.start, "stop": w.stop, "direction": w.direction, "round": w.round}
+                    for w in plan
+                ],
                 "slice_axis": grid.slice_axis,
                 "mask_layer": mask_layer.name,
                 "image_layer": None if image_layer is None else image_layer.name,
@@ -366,8 +438,12 @@ class SamplingWidget(DockWidget):
             metadata[SOURCE_KEY] = dict(geometry_source.metadata[SOURCE_KEY])
         active = self.viewer.layers.selection.active
         layer = self.viewer.add_image(
-            data, name=f"GEM-3D {options.mode} seed {options.seed}", contrast_limits=(lo, hi), colormap="gray",
-            metadata=metadata, **transforms_of(mask_layer),
+            data,
+            name=f"GEM-3D {options.mode} seed {options.seed}",
+            contrast_limits=(lo, hi),
+            colormap="gray",
+            metadata=metadata,
+            **transforms_of(mask_layer),
         )
         self.viewer.layers.selection.active = active
         return layer
@@ -397,7 +473,8 @@ class SamplingWidget(DockWidget):
         self._refresh_view()
         # (napari's progress bar counts the windows; its description is set once: updating it calls
         # processEvents, which would re-enter this slot)
-        text = f"window {update.index + 1}/{update.total}: slices {update.z0}-{update.z1 - 1} ({update.direction})"
+        slices = f"slices {update.z0}-{update.z1 - 1} ({update.direction})"
+        text = f"window {update.index + 1}/{update.total}: {slices}"
         self.status.setText(f"{text}, {update.elapsed:.1f} s")
 
     def _update_view(self) -> None:
@@ -433,8 +510,10 @@ class SamplingWidget(DockWidget):
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         info.update(status="complete", provenance=generated.provenance)
-        self.status.setText(f"Done: {len(live.plan)} windows in {generated.provenance['timings_s']['total']:.1f} s "
-                            f"on {generated.provenance['device']}.")
+        self.status.setText(
+            f"Done: {len(live.plan)} windows in {generated.provenance['timings_s']['total']:.1f} s "
+            f"on {generated.provenance['device']}."
+        )
 
     def _on_cancelled(self, finished: int) -> None:
         live = self.live
@@ -444,12 +523,18 @@ class SamplingWidget(DockWidget):
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         info.update(status="partial", partial=True)
-        info["provenance"] = {"status": "partial", "finished_windows": finished, "total_windows": len(live.plan),
-                              "settings": info.get("settings")}
+        info["provenance"] = {
+            "status": "partial",
+            "finished_windows": finished,
+            "total_windows": len(live.plan),
+            "settings": info.get("settings"),
+        }
         if not live.layer.name.endswith("(partial)"):
             live.layer.name = f"{live.layer.name} (partial)"
-        self.status.setText(f"Cancelled after {finished} of {len(live.plan)} windows; the finished windows are "
-                            "kept (marked partial).")
+        self.status.setText(
+            f"Cancelled after {finished} of {len(live.plan)} windows; the finished windows are "
+            "kept (marked partial)."
+        )
 
     def _on_finished(self) -> None:
         self._pending_view = None
@@ -467,4 +552,3 @@ class SamplingWidget(DockWidget):
         if job is not None and job.running:
             self.status.setText("Cancelling (stops within one denoising step)…")
             job.cancel()
-

@@ -10,13 +10,27 @@ from .common import add_sampling_options, load_model, sampling_options
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", type=Path, required=True, help="label volume (NIfTI or NRRD)")
-    p.add_argument("--informed-from", type=Path, nargs="*", default=[], metavar="VOLUME",
-                   help="volumes to take the informed slice from (one counterfactual each)")
-    p.add_argument("--generate", type=int, default=0, metavar="K",
-                   help="also make K informed slices with the model's slice generator (seeds seed..seed+K-1)")
+    p.add_argument(
+        "--informed-from",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="VOLUME",
+        help="volumes to take the informed slice from (one counterfactual each)",
+    )
+    p.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also make K informed slices with the model's slice generator (seeds seed..seed+K-1)",
+    )
     p.add_argument("--informed-steps", type=int, default=50, help="DDIM steps of the slice generator")
-    p.add_argument("--image", type=Path,
-                   help="the mask's own image: outputs in its intensity units, and difference maps against it")
+    p.add_argument(
+        "--image",
+        type=Path,
+        help="the mask's own image: outputs in its intensity units, and difference maps against it",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (NN_name.nii.gz + provenance.json)")
     p.add_argument("--overwrite", action="store_true")
     add_sampling_options(p)
@@ -29,11 +43,14 @@ def _informed_list(args: argparse.Namespace, bundle) -> list:
     informed = []
     for path in args.informed_from:
         volume = read_volume(path)
-        informed.append((_name(path), pick_informed(volume, bundle.config, position=args.position, name=str(path))))
+        informed.append(
+            (_name(path), pick_informed(volume, bundle.config, position=args.position, name=str(path)))
+        )
     for k in range(args.generate):
         seed = args.seed + k
-        sl = generate_informed(bundle, args.position, seed=seed, steps=args.informed_steps, eta=args.eta,
-                               device=args.device)
+        sl = generate_informed(
+            bundle, args.position, seed=seed, steps=args.informed_steps, eta=args.eta, device=args.device
+        )
         informed.append((f"generated_seed{seed}", sl))
     return informed
 
@@ -62,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     image = read_volume(args.image) if args.image else None
     bundle = load_model(args.model)
     informed = _informed_list(args, bundle)
-    gen = counterfactuals(bundle, mask, informed, image=image, position=args.position,
-                          options=sampling_options(args))
+    gen = counterfactuals(
+        bundle, mask, informed, image=image, position=args.position, options=sampling_options(args)
+    )
     bar = None
     try:
         while True:

@@ -125,15 +125,24 @@ def _position(informed: InformedSlice | None, position: float | None) -> float:
     return 0.5
 
 
-def count_windows(config, mask: Volume, position: float, options: SamplingOptions,
-                  informed: InformedSlice | None = None) -> int:
+def count_windows(
+    config, mask: Volume, position: float, options: SamplingOptions, informed: InformedSlice | None = None
+) -> int:
     """Number of windows (= updates) one generation of ``mask`` will yield (cheap: no resampling)."""
     grid = model_grid(mask, config.image_size, config.slice_axis)
     gem3d = options.mode == "gem3d"
     start_known = bool(gem3d and informed is not None and informed.is_true_slice)
     overlap = config.overlap if options.overlap is None else options.overlap
-    return len(plan_windows(grid.num_slices, config.window, overlap, relative_index(position, grid.num_slices),
-                            start_known=start_known, official=options.official_compat))
+    return len(
+        plan_windows(
+            grid.num_slices,
+            config.window,
+            overlap,
+            relative_index(position, grid.num_slices),
+            start_known=start_known,
+            official=options.official_compat,
+        )
+    )
 
 
 def _run_case(
@@ -153,8 +162,9 @@ def _run_case(
 ) -> Generator[StudyUpdate, None, Any]:
     from .pipeline import sample_volume
 
-    gen = sample_volume(bundle, mask, image=image, informed=informed, position=position, options=options,
-                        cancel=cancel)
+    gen = sample_volume(
+        bundle, mask, image=image, informed=informed, position=position, options=options, cancel=cancel
+    )
     while True:
         try:
             update = next(gen)
@@ -190,11 +200,26 @@ def counterfactuals(
     if not informed:
         raise ValueError("a counterfactual study needs at least one informed slice")
     positions = [_position(inf, position) for _, inf in informed]
-    total = sum(count_windows(bundle.config, mask, p, options, inf) for p, (_, inf) in zip(positions, informed))
+    total = sum(
+        count_windows(bundle.config, mask, p, options, inf)
+        for p, (_, inf) in zip(positions, informed, strict=True)
+    )
     results, done = [], 0
-    for k, ((name, inf), p) in enumerate(zip(informed, positions)):
-        generated = yield from _run_case(bundle, k, len(informed), name, mask, image=image, informed=inf,
-                                         position=p, options=options, cancel=cancel, done=done, total=total)
+    for k, ((name, inf), p) in enumerate(zip(informed, positions, strict=True)):
+        generated = yield from _run_case(
+            bundle,
+            k,
+            len(informed),
+            name,
+            mask,
+            image=image,
+            informed=inf,
+            position=p,
+            options=options,
+            cancel=cancel,
+            done=done,
+            total=total,
+        )
         done += generated.provenance["num_windows"]
         study = {"kind": "counterfactual", "index": k, "count": len(informed), "name": name, "position": p}
         results.append(_result(name, generated, mask, image, study))
@@ -224,13 +249,29 @@ def deenhance(
     masks = [_read(case.mask) for case in cases]  # labels are small; needed up front for the window count
     total = sum(count_windows(bundle.config, mask, p, options, informed) for mask in masks)
     results, done = [], 0
-    for k, (case, mask) in enumerate(zip(cases, masks)):
+    for k, (case, mask) in enumerate(zip(cases, masks, strict=True)):
         image = _read(case.image)
-        if image is not None and (image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)):
-            raise ValueError(f"case {case.name!r}: image {image.shape} and mask {mask.shape} do not share one "
-                             "geometry; resample the mask onto the image first")
-        generated = yield from _run_case(bundle, k, len(cases), case.name, mask, image=None, informed=informed,
-                                         position=p, options=options, cancel=cancel, done=done, total=total)
+        if image is not None and (
+            image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)
+        ):
+            raise ValueError(
+                f"case {case.name!r}: image {image.shape} and mask {mask.shape} do not share one "
+                "geometry; resample the mask onto the image first"
+            )
+        generated = yield from _run_case(
+            bundle,
+            k,
+            len(cases),
+            case.name,
+            mask,
+            image=None,
+            informed=informed,
+            position=p,
+            options=options,
+            cancel=cancel,
+            done=done,
+            total=total,
+        )
         done += generated.provenance["num_windows"]
         study = {"kind": "deenhance", "index": k, "count": len(cases), "name": case.name, "position": p}
         results.append(_result(case.name, generated, mask, image, study))
@@ -254,9 +295,15 @@ def difference_map(generated: Volume, reference: Volume, *, normalize: bool = Tr
     if normalize:
         norm = IntensityNorm("percentile")
         a, b = norm.fit(a).forward(a), norm.fit(b).forward(b)
-    header = {"provenance": {"difference": {"normalized": normalize,
-                                            "generated": generated.header.get("provenance", {}).get("study"),
-                                            "reference": str(reference.header.get("source", ""))}}}
+    header = {
+        "provenance": {
+            "difference": {
+                "normalized": normalize,
+                "generated": generated.header.get("provenance", {}).get("study"),
+                "reference": str(reference.header.get("source", "")),
+            }
+        }
+    }
     return Volume((a - b).astype(np.float32), generated.affine, header)
 
 
@@ -282,8 +329,13 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "result"
 
 
-def export_results(results: Sequence[StudyResult], folder: str | os.PathLike, *, overwrite: bool = False,
-                   difference: bool = True) -> list[Path]:
+def export_results(
+    results: Sequence[StudyResult],
+    folder: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    difference: bool = True,
+) -> list[Path]:
     """Write every result (``NN_name.nii.gz``), its difference map (``NN_name_diff.nii.gz``) and one
     ``provenance.json`` index into ``folder``; every file is written atomically. Returns the paths."""
     from ..io import atomic_write, write_volume
