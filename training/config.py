@@ -140,7 +140,7 @@ class VAELossConfig:
 
 @dataclass(frozen=True)
 class ValConfig:
-    steps: int = 25
+    steps: int = 25  # DDIM steps of the validation samples; 0 disables validation
     eta: float = 1.0
     max_slices: int = 0  # 0: the whole validation volume
     case: str | None = None  # default: the first of data.val_cases, else the first case

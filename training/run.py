@@ -25,7 +25,7 @@ def run_stage(cfg: Config, *, progress: bool = True) -> dict:
         torch.set_num_threads(cfg.train.threads)
     info = init_distributed(cfg.train.device)
     try:
-        seed_everything(cfg.seed + info.rank)
+        seed_everything(cfg.seed)  # same initialisation on every rank (DDP also broadcasts rank 0's)
         task = task_for(cfg.stage)(cfg, info)
         return run_loop(task, progress=progress)
     finally:

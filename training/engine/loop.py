@@ -225,13 +225,14 @@ def run_loop(task: Task, *, progress: bool = True) -> dict[str, Any]:
                 bar.update(1)
             if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0 and done < cfg.train.steps:
                 _checkpoint(ctx, done, ckpt_dir)
-            if cfg.train.val_every and done % cfg.train.val_every == 0 and done < cfg.train.steps and info.is_main:
+            if (cfg.train.val_every and cfg.val.steps and done % cfg.train.val_every == 0 and done < cfg.train.steps
+                    and info.is_main):
                 logger.log(done, task.validate(done, out / "val", ctx))
         wall = time.perf_counter() - t0
         _checkpoint(ctx, cfg.train.steps, ckpt_dir)
         result: dict[str, Any] = {"steps": cfg.train.steps, "resumed_from": start, "wall_s": wall, "last": last}
         if info.is_main:
-            result["val"] = task.validate(cfg.train.steps, out / "val", ctx)
+            result["val"] = task.validate(cfg.train.steps, out / "val", ctx) if cfg.val.steps else {}
             logger.log(cfg.train.steps, result["val"])
             bundle = task.export(out / "bundle", ctx)
             result["bundle"] = str(bundle) if bundle else None

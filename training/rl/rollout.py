@@ -80,9 +80,9 @@ class Rollout:
     latents: np.ndarray  # (Z, C, h', w')
     plan: list[Window] = field(default_factory=list)  # every window of the volume (some may have no steps)
 
-    def window_slices(self) -> list[tuple[int, int]]:
-        """``[z0, z1)`` of the slices each recorded window wrote (its emitted range)."""
-        return [ws.window.emit_range for ws in self.windows]
+    def window_ranges(self) -> list[tuple[int, int]]:
+        """``[z0, z1)`` emitted by each window that generated frames (the recorded windows, in order)."""
+        return [w.emit_range for w in self.plan if w.write]
 
 
 class RolloutRecorder:

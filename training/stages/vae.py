@@ -110,7 +110,7 @@ class VAETask(Task):
         vae = self.bundle.vae
         was = vae.training
         vae.eval()
-        x = torch.from_numpy(np.ascontiguousarray(image))[:, None].to(self.info.device)
+        x = torch.from_numpy(np.array(image, dtype=np.float32))[:, None].to(self.info.device)
         out = torch.cat([vae.decode(vae.encode(x[i : i + 32])) for i in range(0, len(x), 32)])
         vae.train(was)
         return out[:, 0].clamp(-1, 1).float().cpu().numpy()

@@ -31,11 +31,11 @@ PACKAGE_DATA = REPO / "src" / "napari_gem3d" / "data"
 
 #: stage -> (steps, batch size, learning rate)
 SCHEDULE = {
-    "vae": (2500, 16, 2e-4),
-    "slice": (2500, 16, 2e-4),
-    "volume-stage1": (6000, 2, 2e-4),
-    "volume-stage2": (2000, 2, 1e-4),
-    "baseline": (5000, 2, 2e-4),
+    "vae": (1000, 16, 2e-4),
+    "slice": (1200, 16, 2e-4),
+    "volume-stage1": (3000, 2, 2e-4),
+    "volume-stage2": (1000, 2, 1e-4),
+    "baseline": (2500, 2, 2e-4),
 }
 ORDER = ("vae", "slice", "volume-stage1", "volume-stage2", "baseline")
 VAL_CASES = ["colin27", "colin27_tumour"]
@@ -70,7 +70,7 @@ def base_config(out: Path, raw: Path) -> dict:
                            "with synthetic tumours. A demonstration, not a clinical or benchmark model.",
         },
         "train": {"ema_decay": 0.999, "grad_clip": 1.0, "log_every": 25, "ckpt_every": 500,
-                  "val_every": 0, "threads": 0, "warmup_steps": 100},
+                  "val_every": 0, "threads": 1, "warmup_steps": 100},
         "vae": {"kl_weight": 1e-6, "adv_weight": 0.0},
         "diffusion": {"lesion_weight": 2.0, "lesion_labels": [4, 5, 6]},
         "val": {"steps": 25, "case": "colin27_tumour"},
@@ -120,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     timing["build_cases_s"] = time.perf_counter() - t0
     for stage in args.stages:
         cfg_path = out / "configs" / f"{stage}.yaml"
-        cfg_path.write_text(yaml.safe_dump(stage_config(stage, out, raw, args.scale), sort_keys=False))
+        cfg = stage_config(stage, out, raw, args.scale)
+        done = out / stage / "result.json"
+        if done.is_file() and json.loads(done.read_text())["steps"] == cfg["train"]["steps"]:
+            print(f"[demo] {stage}: already trained ({done})", flush=True)
+            continue
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         print(f"[demo] {stage}: python -m training {stage} --config {cfg_path}", flush=True)
         timing[stage] = run_stage_subprocess(stage, cfg_path, out / "train.log")
         (out / "timing.json").write_text(json.dumps(timing, indent=1))

@@ -1,0 +1,124 @@
+"""Every stage runs a few steps on tiny synthetic data and writes a bundle the sampler loads and runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from napari_gem3d.models import load_bundle
+from napari_gem3d.models.unet import is_temporal_name
+from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest
+from napari_gem3d.sampling.pipeline import run_to_end
+from napari_gem3d.sampling.propagate import generate
+
+from training.config import config_from_dict
+from training.engine.dist import DistInfo
+from training.engine.loop import run_loop
+from training.run import run_stage
+from training.stages.diffusion import DiffusionTask
+
+from train_helpers import tiny_config
+
+CHAIN = [("vae", "vae"), ("slice", "slice"), ("volume-stage1", "s1"), ("volume-stage2", "s2"), ("baseline", "base")]
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, pairs_data):
+    """Run the five stages in order (2 steps each); returns {stage: bundle folder}."""
+    tmp = tmp_path_factory.mktemp("chain")
+    out, prev = {}, None
+    for stage, name in CHAIN:
+        raw = tiny_config(tmp, pairs_data, stage, name)
+        if stage in ("vae", "volume-stage2"):
+            raw["val"]["steps"] = 2  # validation montages (the other stages skip them to stay fast)
+        if prev is not None:
+            raw["model"]["init_bundle"] = str(prev)
+        result = run_stage(config_from_dict(raw), progress=False)
+        prev = out[stage] = tmp / name / "bundle"
+        assert result["bundle"] == str(prev)
+    return out
+
+
+def _sample(bundle, mode: str) -> np.ndarray:
+    z, (h, w) = 7, bundle.config.image_size
+    mask = np.zeros((z, h, w), np.int64)
+    mask[:, 3:13, 3:13] = 3
+    mask[2:5, 6:9, 6:9] = 5
+    informed = InformedSlice(image=np.zeros((h, w), np.float32), is_true_slice=True) if mode == "gem3d" else None
+    opts = SamplingOptions(steps=2, device="cpu", mode=mode)
+    return run_to_end(generate(bundle, SamplingRequest(mask=mask, start=3, informed=informed, options=opts))).volume
+
+
+@pytest.mark.parametrize("stage", [s for s, _ in CHAIN])
+def test_every_stage_writes_a_loadable_bundle_that_samples(chain, stage):
+    bundle = load_bundle(chain[stage])
+    untrained = bundle.config.provenance["untrained"]
+    component = {"vae": "vae", "slice": "slice", "volume-stage1": "volume", "volume-stage2": "volume",
+                 "baseline": "baseline"}[stage]
+    assert component not in untrained
+    assert stage in bundle.config.provenance["training"]
+    vol = _sample(bundle, "baseline" if stage == "baseline" else "gem3d")
+    assert vol.shape == (7, 16, 16) and np.isfinite(vol).all()
+
+
+def test_validation_montages_are_written(chain):
+    for stage, name in (("vae", "vae"), ("volume-stage2", "s2")):
+        pngs = list((chain[stage].parent / "val").glob("*.png"))
+        assert len(pngs) == 1 and pngs[0].stat().st_size > 1000 and pngs[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_vae_stage_records_latent_scale(chain):
+    bundle = load_bundle(chain["vae"])
+    rec = bundle.config.provenance["training"]["vae"]
+    assert bundle.config.scale_factor == pytest.approx(1.0 / rec["latent_std"])
+    assert bundle.config.scale_factor != 1.0
+
+
+def test_stage_outputs_chain_and_keep_earlier_components(chain):
+    vae = load_bundle(chain["vae"]).vae.state_dict()
+    final = load_bundle(chain["baseline"])
+    for k, v in final.vae.state_dict().items():
+        assert torch.equal(v, vae[k])
+    s1 = load_bundle(chain["volume-stage1"])
+    assert not s1.config.unets["volume"].temporal
+    assert final.config.unets["volume"].temporal
+    assert set(final.config.provenance["training"]) == {s for s, _ in CHAIN}
+    assert final.config.provenance["untrained"] == []
+
+
+def test_stage2_starts_equal_to_stage1_and_trains_only_temporal_parameters(chain, tmp_path, pairs_data):
+    raw = tiny_config(tmp_path, pairs_data, "volume-stage2", "s2", train={"steps": 1, "batch_size": 1})
+    raw["model"]["init_bundle"] = str(chain["volume-stage1"])
+    task = DiffusionTask(config_from_dict(raw), CPU)
+    stage1 = load_bundle(chain["volume-stage1"]).volume
+    x = torch.randn(1, 4, stage1.config.in_channels, 8, 8)
+    t = torch.tensor([321])
+    with torch.no_grad():
+        assert torch.allclose(task.unet(x, t), stage1(x, t), atol=1e-5)
+    run_loop(task, progress=False)
+    temporal = [(n, p) for n, p in task.unet.named_parameters() if is_temporal_name(n)]
+    frozen = [(n, p) for n, p in task.unet.named_parameters() if not is_temporal_name(n)]
+    assert temporal and frozen
+    assert all(not p.requires_grad and p.grad is None for _, p in frozen)
+    assert all(p.requires_grad and p.grad is not None for _, p in temporal)
+    assert any(float(p.grad.abs().sum()) > 0 for _, p in temporal)
+    # the frozen 2-D weights are still exactly stage 1's
+    ref = stage1.state_dict()
+    assert all(torch.equal(p.detach(), ref[n]) for n, p in frozen)
+
+
+def test_fixed_batch_overfit_loss_falls(chain, tmp_path, pairs_data):
+    raw = tiny_config(tmp_path, pairs_data, "volume-stage1", "overfit",
+                      train={"steps": 1, "batch_size": 2, "lr": 2e-3, "ema_decay": 0.0})
+    raw["model"]["init_bundle"] = str(chain["vae"])
+    task = DiffusionTask(config_from_dict(raw), CPU)
+    from training.data.datasets import collate
+    from training.engine.loop import StepContext, _optimizer
+
+    ds = task.dataset()
+    batch = collate([ds[(0, 0)], ds[(0, 1)]])
+    ctx = StepContext(task.cfg, CPU, {"unet": task.unet}, {"unet": task.unet},
+                      {"unet": _optimizer(task.unet, 2e-3, task.cfg)}, None, "unet")
+    losses = [float(task.train_step(batch, 0, ctx)["loss/diffusion"]) for _ in range(40)]
+    assert losses[-1] < 0.5 * losses[0], losses
