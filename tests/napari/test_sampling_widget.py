@@ -12,6 +12,8 @@ import numpy as np
 
 from napari_gem3d._napari.layers import RESULT_KEY, layer_affine, transforms_of
 from napari_gem3d._napari.widget_sampling import SamplingWidget
+from napari_gem3d.io import read_volume
+from study_helpers import AFFINE, SHAPE
 
 
 def _wait(qtbot, job, timeout=60_000):
@@ -30,7 +32,7 @@ def _widget(viewer, **values):
     return widget
 
 
-def test_live_run_fills_window_by_window_and_keeps_inputs(viewer_case, qtbot):
+def test_live_run_fills_window_by_window_and_keeps_inputs(viewer_case, qtbot, tmp_path):
     viewer, image_layer, mask_layer = viewer_case
     image_before, mask_before = image_layer.data.copy(), mask_layer.data.copy()
     widget = _widget(viewer, mask=mask_layer, image=image_layer, seed=5)
@@ -62,6 +64,23 @@ def test_live_run_fills_window_by_window_and_keeps_inputs(viewer_case, qtbot):
     assert np.allclose(np.asarray(prov["grid"]["source_affine"]), layer_affine(mask_layer))
     assert not any(x.visible for x in viewer.layers if x.name.startswith("GEM-3D window"))  # boxes hidden
     assert widget.run_button.enabled and not widget.cancel_button.enabled and widget.again_button.enabled
+    # saved through the plugin's writer: the source file's voxel order, affine and the provenance
+    layer.save(str(tmp_path / "generated.nii.gz"), plugin="napari-gem3d")
+    saved = read_volume(tmp_path / "generated.nii.gz")
+    assert saved.shape == SHAPE and np.allclose(saved.affine, AFFINE)
+    assert (
+        saved.header["provenance"]["seed"] == 5
+        and saved.header["provenance"]["layer"]["status"] == "complete"
+    )
+
+
+def test_closing_the_dock_cancels_its_job(viewer_case, qtbot):
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, steps=200)
+    job = widget.run()
+    widget.close()
+    _wait(qtbot, job)
+    assert job.state == "cancelled" and job.token.cancelled
 
 
 def _count_unet_calls(monkeypatch, bundle, fail_after: int | None = None):

@@ -66,9 +66,9 @@ class InspectorWidget(DockWidget):
         row = Container(widgets=buttons, layout="horizontal", labels=False)
         self.body.addWidget(row.native)
 
-        self.planes_figure = Figure(figsize=(4.5, 1.8), tight_layout=True)
+        self.planes_figure = Figure(figsize=(4.5, 2.2), tight_layout=True)
         self.planes_canvas = FigureCanvasQTAgg(self.planes_figure)
-        self.planes_canvas.setMinimumHeight(160)
+        self.planes_canvas.setMinimumHeight(200)
         self.body.addWidget(self.planes_canvas)
         self.body.addWidget(self.plot_button.native)
         self.figure = Figure(figsize=(4.5, 2.6), tight_layout=True)
@@ -168,7 +168,7 @@ class InspectorWidget(DockWidget):
             ax.axvline(b, color="orange", lw=0.8, ls="--", label="window boundary" if k == 0 else None)
         ax.set_xlabel(f"slice along {axis} (model frame)")
         ax.set_ylabel("mean |slice z+1 - slice z|")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
         self.canvas.draw_idle()
         if not plan:
             self.status.setText(

@@ -59,7 +59,9 @@ class MaskEditorWidget(DockWidget):
 
         # ---- new mask
         self.image = ComboBox(name="image", label="image", choices=layer_choices(viewer, napari.layers.Image))
-        self.create_button = PushButton(text="New empty mask in this image's geometry")
+        self.create_button = PushButton(
+            text="New empty mask", tooltip="a uint8 mask of zeros in this image's geometry"
+        )
         self.create_button.clicked.connect(self._create_clicked)
         new = Container(widgets=[self.image, self.create_button])
         self.track(new)
@@ -96,7 +98,7 @@ class MaskEditorWidget(DockWidget):
         self.radius_x = FloatSpinBox(
             name="radius_x", label="radius columns (mm)", min=0.1, max=500, value=6.0
         )
-        self.add_button = PushButton(text="Add ellipsoid (paint label) at the point")
+        self.add_button = PushButton(text="Add ellipsoid at the point", tooltip="stamps the paint label")
         self.offset = [
             SpinBox(name=f"offset_{a}", label=f"move {a} (voxels)", min=-999, max=999, value=0)
             for a in ("slices", "rows", "columns")
@@ -156,7 +158,9 @@ class MaskEditorWidget(DockWidget):
         )
         self.aug_min = SpinBox(name="aug_min", label="shift min (voxels)", min=0, max=999, value=20)
         self.aug_max = SpinBox(name="aug_max", label="shift max (voxels)", min=0, max=999, value=60)
-        self.augment_button = PushButton(text="Random augmentation (paper, corrected)")
+        self.augment_button = PushButton(
+            text="Random augmentation", tooltip="the paper's mask augmentation, done as intended"
+        )
         aug = Container(
             widgets=[
                 self.aug_seed,
