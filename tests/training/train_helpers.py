@@ -71,3 +71,16 @@ def tiny_config(tmp: Path, data_dir: Path, stage: str, out: str, **sections) -> 
         cfg.setdefault(k, {}).update(v)
     return cfg
 
+
+
+def require_file(path: Path) -> Path:
+    """Skip when offline data is missing (fail when GEM3D_REQUIRE_DATA is set, as in CI)."""
+    import os
+
+    import pytest
+
+    if path.exists():
+        return path
+    if os.environ.get("GEM3D_REQUIRE_DATA", "") not in ("", "0"):
+        pytest.fail(f"required offline data is missing: {path} (run scripts/get_data.sh)")
+    pytest.skip(f"offline data not installed: {path} (run scripts/get_data.sh)")

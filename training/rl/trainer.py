@@ -194,7 +194,7 @@ class RLTrainer:
                         first_dev = max(first_dev, dev)
                     lp_diff = (out.log_prob.detach() - batch.old_log_prob)
                     stats["loss"].append(float(loss.detach()))
-                    stats["policy_loss"].append(float(pg))
+                    stats["policy_loss"].append(float(pg.detach()))
                     stats["kl_ref"].append(float(kl))
                     stats["approx_kl"].append(float(0.5 * (lp_diff**2).mean()))
                     stats["clipfrac"].append(float(clipped.float().mean()))

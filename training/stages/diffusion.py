@@ -72,6 +72,17 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
     return (err * weight).sum() / (weight.expand_as(err).sum())
 
 
+def component_config(current, cfg, component: str, temporal: bool):
+    """The UNet config a stage trains: the bundle's, with this stage's ``model.unet`` (volume, baseline) or
+    ``model.slice_unet`` (slice) architecture entries applied; channels and kind stay the bundle's."""
+    overrides = dict(cfg.model.slice_unet if component == "slice" else cfg.model.unet)
+    for fixed in ("in_channels", "out_channels", "temporal"):
+        overrides.pop(fixed, None)
+    if component != "slice":
+        overrides["temporal"] = temporal
+    return dataclasses.replace(current, **overrides)
+
+
 class DiffusionTask(Task):
     main = "unet"
 
@@ -87,8 +98,7 @@ class DiffusionTask(Task):
         self.bundle = start_bundle(cfg, required=True)
         self.bundle.vae.eval().requires_grad_(False).to(info.device)
         bcfg = self.bundle.config
-        self.unet_cfg = dataclasses.replace(bcfg.unets[component], temporal=temporal) if component != "slice" \
-            else bcfg.unets[component]
+        self.unet_cfg = component_config(bcfg.unets[component], cfg, component, temporal)
         if temporal and self.t_mode == "per_slice":
             raise ValueError("a temporal UNet needs one timestep per window: t_sampling per_window or small_t_bias")
         self.unet = build_unet(self.unet_cfg)

@@ -61,7 +61,7 @@ def base_config(out: Path, raw: Path) -> dict:
             "vae": {"ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4},
             "unet": {"model_channels": 32, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
                      "attention_resolutions": [2, 4], "num_head_channels": 32},
-            "slice_unet": {"context_dim": 64},
+            "slice_unet": {"context_dim": 64, "channel_mult": [1, 2, 2]},  # keeps the bundle under 50 MB
             "window": 16,
             "overlap": 1,
             "name": "gem3d-demo-brain",

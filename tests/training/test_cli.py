@@ -1,0 +1,65 @@
+"""The entry points: ``python -m training <stage> --config FILE`` (also under torchrun) and the recipe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from napari_gem3d.models import load_bundle
+from train_helpers import ROOT, require_file, tiny_config
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1"}
+
+
+def _write(tmp: Path, raw: dict) -> Path:
+    path = tmp / f"{raw['stage']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cli_runs_a_stage_and_reports_config_errors(tmp_path, pairs_data):
+    cfg = _write(tmp_path, tiny_config(tmp_path, pairs_data, "vae", "vae", train={"steps": 1}))
+    run = subprocess.run([sys.executable, "-m", "training", "vae", "--config", str(cfg), "--set", "train.steps=2"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    bundle = load_bundle(tmp_path / "vae" / "bundle")
+    assert bundle.config.provenance["training"]["vae"]["steps"] == 2
+    bad = subprocess.run([sys.executable, "-m", "training", "slice", "--config", str(cfg)],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "stage" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_torchrun_two_processes_gloo(tmp_path, pairs_data):
+    raw = tiny_config(tmp_path, pairs_data, "vae", "vae", train={"steps": 2, "batch_size": 1})
+    cfg = _write(tmp_path, raw)
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "training", "vae",
+                          "--config", str(cfg)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "vae" / "bundle" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_demo_recipe_smoke(tmp_path):
+    from training.recipes.demo.subjects import ITK, MRICRON, brain1_dir
+
+    for path in (MRICRON / "ch2.nii.gz", ITK / "KmeansTest_T1UCharRaw.nii.gz", brain1_dir() / "brain1_image.nrrd"):
+        require_file(path)
+    run = subprocess.run([sys.executable, "-m", "training.recipes.demo", "--out", str(tmp_path / "demo"),
+                          "--scale", "0.002", "--skip-eval"], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    bundle = load_bundle(tmp_path / "demo" / "baseline" / "bundle")
+    assert bundle.config.provenance["untrained"] == []
