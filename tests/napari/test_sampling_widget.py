@@ -41,7 +41,7 @@ def test_live_run_fills_window_by_window_and_keeps_inputs(viewer_case, qtbot, tm
 
     def record(update):  # runs as the job's yielded handler, on the GUI thread
         original(update)
-        lo = widget.live.layer.contrast_limits[0]
+        lo = np.float32(widget.live.layer.contrast_limits[0])
         snapshots.append(int(np.sum(np.any(widget.live.layer.data != lo, axis=(1, 2)))))
         counts.append(update)
 
@@ -62,7 +62,7 @@ def test_live_run_fills_window_by_window_and_keeps_inputs(viewer_case, qtbot, tm
     assert prov["informed"]["kind"] == "picked" and prov["mask_sha256"] and prov["model"]["hash"]
     assert np.allclose(layer_affine(layer), layer_affine(mask_layer))
     assert np.allclose(np.asarray(prov["grid"]["source_affine"]), layer_affine(mask_layer))
-    assert not any(x.visible for x in viewer.layers if x.name.startswith("GEM-3D window"))  # boxes hidden
+    assert not any(x.bounding_box.visible for x in viewer.layers if x.name.startswith("GEM-3D window"))
     assert widget.run_button.enabled and not widget.cancel_button.enabled and widget.again_button.enabled
     # saved through the plugin's writer: the source file's voxel order, affine and the provenance
     layer.save(str(tmp_path / "generated.nii.gz"), plugin="napari-gem3d")
@@ -122,7 +122,7 @@ def test_cancel_stops_within_one_step_and_keeps_finished_windows(viewer_case, qt
     assert len(info["windows_done"]) < len(info["plan"])
     assert layer.name.endswith("(partial)")
     z0, z1 = info["windows_done"][0]
-    lo = layer.contrast_limits[0]
+    lo = np.float32(layer.contrast_limits[0])
     assert np.any(layer.data[z0:z1] != lo) and np.all(layer.data[z1:] == lo) | np.all(layer.data[:z0] == lo)
     assert job.state == "cancelled" and widget.run_button.enabled
 
@@ -169,27 +169,44 @@ def test_run_again_uses_seed_plus_one(viewer_case, qtbot):
 
 
 def test_event_loop_stays_responsive_during_sampling(viewer_case, qtbot):
-    """Report the longest gap between 10 ms timer ticks while a generation runs (goal <= 100 ms)."""
+    """Report the longest gap between 10 ms timer ticks while a generation runs (goal <= 100 ms).
+
+    Reported, not asserted: the number depends on the machine (here: Xvfb + software OpenGL, a shared
+    2-core box). ``steady_max_gap_ms`` leaves out the start (new layers' first draw).
+    """
     from qtpy.QtCore import QTimer
 
     viewer, image_layer, mask_layer = viewer_case
     widget = _widget(viewer, mask=mask_layer, image=image_layer, steps=8)
-    ticks = []
+    ticks, windows = [], []
+    original = widget._on_window
+
+    def note_window(message):
+        original(message)
+        windows.append(time.perf_counter())
+
+    widget._on_window = note_window
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    started = time.perf_counter()
     job = widget.run()
     _wait(qtbot, job)
     timer.stop()
+    ticks = np.asarray(ticks)
     gaps = np.diff(ticks) * 1000.0
+    steady = np.diff(ticks[ticks >= windows[0]]) * 1000.0
     report = {
         "max_gap_ms": float(gaps.max()),
+        "steady_max_gap_ms": float(steady.max()) if steady.size else None,
         "p95_gap_ms": float(np.percentile(gaps, 95)),
         "median_gap_ms": float(np.median(gaps)),
-        "ticks": len(ticks),
-        "windows": job.updates,
+        "ticks": int(len(ticks)),
+        "windows": len(windows),
         "steps": 8,
+        "run_seconds": round(windows[-1] - started, 2),
+        "load_average": os.getloadavg()[0],
     }
     out = Path(
         os.environ.get("GEM3D_LATENCY_REPORT", Path(tempfile.gettempdir()) / "gem3d_event_loop_latency.json")
@@ -197,6 +214,7 @@ def test_event_loop_stays_responsive_during_sampling(viewer_case, qtbot):
     out.write_text(json.dumps(report, indent=1))
     print(f"\nevent-loop latency during sampling: {report}")
     assert len(ticks) > 10 and np.isfinite(report["max_gap_ms"])
+    assert len(windows) == len(widget.live.plan)
 
 
 def test_screenshot_of_a_real_generation(viewer_case, qtbot, tmp_path):

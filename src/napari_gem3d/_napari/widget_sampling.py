@@ -1,11 +1,12 @@
 """Sampling dock: mask (+ image, informed slice) -> a new volume, filled live window by window.
 
-On Run (GUI thread) the inputs are snapshotted (layer data copied) into a frozen request
-(``pipeline.prepare_request``), an output Image layer is preallocated in the mask's geometry with explicit
-contrast limits, and a worker drives the one sampler generator. Each finished window arrives as a
-``WindowUpdate`` on the GUI thread and is written in place into the output layer
-(``volume.slab_from_model`` + the reference intensity mapping), so the live layer is already in the
-source geometry and intensity units. A yellow box shows the window(s) being generated.
+On Run (GUI thread) the inputs are snapshotted (layer data copied), checked cheaply (labels, geometry),
+the window plan is computed, and an output Image layer is preallocated in the mask's geometry with
+explicit contrast limits. A worker then runs :func:`sampling_steps`: it prepares the frozen request
+(``pipeline.prepare_request``: resampling to the model grid), drives the one sampler generator, maps each
+finished window into the source geometry and intensity units (``volume.slab_from_model`` + the reference
+``FittedNorm.inverse``) and finally resamples the whole volume back (``pipeline.finish``). The GUI thread
+only copies finished blocks into the layer in place. A yellow box shows the window(s) being generated.
 """
 
 from __future__ import annotations
@@ -35,22 +36,58 @@ BOX_NAME = "GEM-3D window"
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
 
 
-def plan_for(config, request) -> list:
-    """The window plan the sampler will follow for ``request`` (same arguments as the generator)."""
+def plan_for(config, num_slices: int, start: int, start_known: bool, options) -> list:
+    """The window plan the sampler will follow (the same arguments ``propagate.generate`` uses)."""
     from ..sampling.plan import plan_windows
 
-    opts = request.options
-    gem3d = opts.mode == "gem3d"
-    start_known = bool(gem3d and request.informed is not None and request.informed.is_true_slice)
-    overlap = config.overlap if opts.overlap is None else opts.overlap
+    overlap = config.overlap if options.overlap is None else options.overlap
     return plan_windows(
-        request.mask.shape[0],
-        config.window,
-        overlap,
-        request.start,
-        start_known=start_known,
-        official=opts.official_compat,
+        num_slices, config.window, overlap, start, start_known=start_known, official=options.official_compat
     )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """First message of a run: the reference intensity mapping (``None``: model range [-1, 1])."""
+
+    reference: Any
+
+
+@dataclass(frozen=True)
+class WindowBlock:
+    """One finished window, already mapped into the source array: ``data[index] = block``."""
+
+    update: Any
+    index: tuple
+    block: np.ndarray
+
+
+def sampling_steps(bundle, mask, *, image, informed, position, options, cancel):
+    """Worker side of a run (Qt-free): prepare the request, drive the one sampler generator, map each
+    window into the source geometry and intensity units, and return the finished ``GeneratedVolume``.
+
+    Everything heavy (resampling to the model grid, sampling, resampling back) happens here, so the
+    GUI thread only copies finished blocks into the preallocated layer.
+    """
+    from ..sampling.pipeline import finish, prepare_request
+    from ..sampling.propagate import generate
+    from ..volume import slab_from_model
+
+    request, grid, reference = prepare_request(
+        bundle.config, mask, image=image, informed=informed, position=position, options=options
+    )
+    yield Prepared(reference)
+    gen = generate(bundle, request, cancel=cancel)
+    while True:
+        try:
+            update = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        values = reference.inverse(update.slices) if reference is not None else update.slices
+        index, block = slab_from_model(values, update.z0, grid, "image")
+        yield WindowBlock(update, index, block)
+    return finish(result, grid, reference, mask)
 
 
 class WindowBoxes:
@@ -89,11 +126,12 @@ class WindowBoxes:
                 for name, value in transforms_of(like).items():
                     setattr(layer, name, value)
             layer.data = np.stack([a, b])
-            if not layer.visible:
-                layer.visible = True
+            # toggling the overlay, not the layer: a layer's visibility re-slices and redraws the scene
+            if not layer.bounding_box.visible:
+                layer.bounding_box.visible = True
         for layer in self.layers[len(windows) :]:
-            if layer.visible:
-                layer.visible = False
+            if layer.bounding_box.visible:
+                layer.bounding_box.visible = False
 
     def _new_layer(self, like, k: int):
         active = self.viewer.layers.selection.active
@@ -164,7 +202,9 @@ class SamplingWidget(DockWidget):
             tooltip="half precision applies on GPUs only",
         )
         self.mode = ComboBox(name="mode", label="mode", choices=list(MODES), value="GEM-3D")
-        self.follow = CheckBox(name="follow", text="follow the window", value=True)
+        self.follow = CheckBox(
+            name="follow", text="follow the window (moves the slider: costs a redraw per window)", value=False
+        )
         self.form = Container(
             widgets=[
                 self.mask,
@@ -349,8 +389,6 @@ class SamplingWidget(DockWidget):
 
     def _start(self) -> Job:
         from ..sampling import SamplingOptions
-        from ..sampling.pipeline import prepare_request
-        from ..sampling.propagate import generate
         from .session import RunSnapshot
 
         mask_layer, image_layer = self.mask.value, self.image.value
@@ -383,29 +421,47 @@ class SamplingWidget(DockWidget):
             mode=mode,
             official_compat=official,
         )
-        request, grid, reference = prepare_request(
-            bundle.config,
-            mask_volume,
-            image=image_volume,
-            informed=informed,
-            position=float(self.position.value),
-            options=options,
-        )
-        plan = plan_for(bundle.config, request)
-        layer = self._output_layer(mask_layer, image_layer, reference, options, plan, grid)
+        # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
+        from ..sampling.informed import relative_index
+        from ..volume import model_grid
+
+        bundle.config.labels.validate(mask_volume.array)
+        if image_volume is not None and (
+            image_volume.shape != mask_volume.shape
+            or not np.allclose(image_volume.affine, mask_volume.affine, atol=1e-3)
+        ):
+            raise ValueError(
+                f"image {image_layer.name!r} {image_volume.shape} and mask {mask_layer.name!r} "
+                f"{mask_volume.shape} are not in one geometry: resample the mask onto the image first"
+            )
+        grid = model_grid(mask_volume, bundle.config.image_size, bundle.config.slice_axis)
+        position = float(self.position.value)
+        start = relative_index(position, grid.num_slices)
+        start_known = mode == "gem3d" and (informed.is_true_slice if informed is not None else True)
+        plan = plan_for(bundle.config, grid.num_slices, start, start_known, options)
+        layer = self._output_layer(mask_layer, image_layer, options, plan, grid)
         self.session.add_result(layer, mask_layer)
         self.session.last_run = RunSnapshot(
             weakref.ref(mask_layer), None if image_layer is None else weakref.ref(image_layer), self.values()
         )
-        self.live = LiveRun(layer, mask_layer, grid, reference, mask_volume, plan)
+        self.live = LiveRun(layer, mask_layer, grid, None, mask_volume, plan)
         self.boxes.attach(layer, grid)
         token = JobToken()
+        steps = sampling_steps(
+            bundle,
+            mask_volume,
+            image=image_volume,
+            informed=informed,
+            position=position,
+            options=options,
+            cancel=token,
+        )
         job = Job(
-            generate(bundle, request, cancel=token),
-            total=len(plan),
+            steps,
+            total=len(plan) + 1,  # preparing + one per window
             desc=f"GEM-3D sampling ({len(plan)} windows)",
             token=token,
-            handlers=Handlers(self._on_window, self._on_done, None, self._on_cancelled, self._on_finished),
+            handlers=Handlers(self._on_message, self._on_done, None, self._on_cancelled, self._on_finished),
         )
         job.owner = self
         self.session.set_job(job)
@@ -414,8 +470,9 @@ class SamplingWidget(DockWidget):
         self.status.setText(f"Generating {len(plan)} windows ({options.steps} steps each)…")
         return job.start()
 
-    def _output_layer(self, mask_layer, image_layer, reference, options, plan, grid):
-        lo, hi = (reference.lo, reference.hi) if reference is not None else (-1.0, 1.0)
+    def _output_layer(self, mask_layer, image_layer, options, plan, grid):
+        # the intensity window is known once the worker has fitted it (Prepared); until then [-1, 1]
+        lo, hi = -1.0, 1.0
         data = np.full(mask_layer.data.shape, lo, dtype=np.float32)
         geometry_source = image_layer if image_layer is not None else mask_layer
         metadata = {
@@ -458,18 +515,31 @@ class SamplingWidget(DockWidget):
         running = [w for w in live.plan[finished:] if w.round == nxt.round]
         self.boxes.show([(w.start, w.stop) for w in running])
 
-    def _on_window(self, update) -> None:
-        from ..volume import slab_from_model
+    def _on_message(self, message) -> None:
+        if isinstance(message, Prepared):
+            self._on_prepared(message.reference)
+        else:
+            self._on_window(message)
 
+    def _on_prepared(self, reference) -> None:
         live = self.live
         if live is None:
             return
-        values = live.reference.inverse(update.slices) if live.reference is not None else update.slices
-        index, block = slab_from_model(values, update.z0, live.grid, "image")
-        live.layer.data[index] = block  # in place: no events.data, contrast limits kept
+        live.reference = reference
+        if reference is not None:
+            live.layer.data[...] = reference.lo  # in place; unfinished slices show as the window floor
+            live.layer.contrast_limits = (reference.lo, reference.hi)
+        self.status.setText(f"Generating {len(live.plan)} windows…")
+
+    def _on_window(self, message: WindowBlock) -> None:
+        live = self.live
+        if live is None:
+            return
+        update = message.update
+        live.layer.data[message.index] = message.block  # in place: no events.data, contrast limits kept
         info = live.layer.metadata[RESULT_KEY]
         info["windows_done"].append([int(update.z0), int(update.z1)])
-        self._pending_view = (update.index + 1, index)
+        self._pending_view = (update.index + 1, message.index)
         self._refresh_view()
         # (napari's progress bar counts the windows; its description is set once: updating it calls
         # processEvents, which would re-enter this slot)
@@ -498,15 +568,12 @@ class SamplingWidget(DockWidget):
         world = self.live.layer.data_to_world(centre)
         self.viewer.dims.set_point(axis, float(world[axis]))
 
-    def _on_done(self, result) -> None:
-        from ..sampling.pipeline import finish
-
+    def _on_done(self, generated) -> None:
         live = self.live
         if live is None:
             return
         self._pending_view = None
-        generated = finish(result, live.grid, live.reference, live.mask_volume)
-        live.layer.data[...] = generated.volume.array
+        live.layer.data[...] = generated.volume.array  # equals the live blocks; in place
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         info.update(status="complete", provenance=generated.provenance)
@@ -515,10 +582,11 @@ class SamplingWidget(DockWidget):
             f"on {generated.provenance['device']}."
         )
 
-    def _on_cancelled(self, finished: int) -> None:
+    def _on_cancelled(self, _messages: int) -> None:
         live = self.live
         if live is None:
             return
+        finished = len(live.layer.metadata[RESULT_KEY]["windows_done"])
         self._pending_view = None
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
