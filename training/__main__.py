@@ -9,19 +9,20 @@ from . import STAGES
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["rl"]:  # the RL package (training/rl/) parses its own options
+        try:
+            from .rl.__main__ import main as rl_main
+        except ImportError:
+            print("the rl stage is not installed (training/rl/)", file=sys.stderr)
+            return 2
+        return rl_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("stage", choices=[*STAGES, "rl"], help="training stage")
+    p.add_argument("stage", choices=[*STAGES, "rl"], help="training stage (rl: see python -m training rl -h)")
     p.add_argument("--config", required=True, help="YAML config file (see training/configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set train.steps=100 (YAML value)")
     args = p.parse_args(argv)
-    if args.stage == "rl":
-        try:
-            from .rl.__main__ import main as rl_main  # added by the RL package
-        except ImportError:
-            print("the rl stage is not installed (training/rl/)", file=sys.stderr)
-            return 2
-        return rl_main(["--config", args.config, *sum((["--set", s] for s in args.set), [])])
     from .config import load_config
     from .run import run_stage
 

@@ -189,3 +189,15 @@ def test_config_errors_name_the_problem(tmp_path):
         load_config(path, stage="slice")
     cfg = load_config(path, stage="vae", overrides=["train.steps=7", "data.image_size=32"])
     assert cfg.train.steps == 7 and cfg.data.image_size == 32 and cfg.out_dir == tmp_path / "x"
+
+
+def test_lesion_weighted_loss_and_cosine_schedule_options(tmp_path, pairs_data):
+    from training.bundles import new_bundle_config
+    from training.stages.diffusion import weighted_mse
+
+    pred, target = torch.zeros(1, 1, 1, 2, 2), torch.tensor([[[[[1.0, 0.0], [0.0, 0.0]]]]])
+    weight = torch.tensor([[[[[3.0, 1.0], [1.0, 1.0]]]]])
+    assert float(weighted_mse(pred, target, None)) == pytest.approx(0.25)
+    assert float(weighted_mse(pred, target, weight)) == pytest.approx(3.0 / 6.0)
+    raw = tiny_config(tmp_path, pairs_data, "vae", "o", model={"schedule": {"kind": "cosine"}})
+    assert new_bundle_config(config_from_dict(raw)).schedule.kind == "cosine"

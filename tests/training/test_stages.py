@@ -122,3 +122,14 @@ def test_fixed_batch_overfit_loss_falls(chain, tmp_path, pairs_data):
                       {"unet": _optimizer(task.unet, 2e-3, task.cfg)}, None, "unet")
     losses = [float(task.train_step(batch, 0, ctx)["loss/diffusion"]) for _ in range(40)]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_vae_with_patch_adversarial_loss(tmp_path, pairs_data):
+    raw = tiny_config(tmp_path, pairs_data, "vae", "gan", train={"steps": 2},
+                      vae={"adv_weight": 0.1, "adv_start": 0, "disc_layers": 2, "disc_channels": 32})
+    result = run_stage(config_from_dict(raw), progress=False)
+    assert {"loss/disc", "loss/g_adv"} <= set(result["last"])
+    assert load_bundle(tmp_path / "gan" / "bundle").vae is not None
+    raw["vae"].update(perceptual_weight=1.0, perceptual_weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="perceptual_weights"):
+        run_stage(config_from_dict({**raw, "out": str(tmp_path / "p")}), progress=False)

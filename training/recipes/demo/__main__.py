@@ -33,9 +33,9 @@ PACKAGE_DATA = REPO / "src" / "napari_gem3d" / "data"
 SCHEDULE = {
     "vae": (1000, 16, 2e-4),
     "slice": (1200, 16, 2e-4),
-    "volume-stage1": (3000, 2, 2e-4),
-    "volume-stage2": (1000, 2, 1e-4),
-    "baseline": (2500, 2, 2e-4),
+    "volume-stage1": (5000, 2, 2e-4),
+    "volume-stage2": (1200, 2, 1e-4),
+    "baseline": (3000, 2, 2e-4),
 }
 ORDER = ("vae", "slice", "volume-stage1", "volume-stage2", "baseline")
 VAL_CASES = ["colin27", "colin27_tumour"]

@@ -15,12 +15,13 @@ from ...config import load_config
 from ...data.preprocess import prepare_cases
 from ...stages.common import sample_case, save_val_montage
 
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
 
 
-def evaluate(bundle_path: Path, out: Path, steps: int = 25) -> float:
+def evaluate(bundle_path: Path, out: Path, steps: int = 25, threads: int = 1) -> float:
     """Write ``out/eval.json`` and ``out/eval-<case>.png``; returns the wall time."""
     t0 = time.perf_counter()
+    torch.set_num_threads(threads)
     cfg = load_config(out / "configs" / "baseline.yaml")
     bundle = load_bundle(bundle_path)
     cases = [c for c in prepare_cases(cfg, bundle.config.labels) if c.name in cfg.data.val_cases]
@@ -35,7 +36,7 @@ def evaluate(bundle_path: Path, out: Path, steps: int = 25) -> float:
                                        device=torch.device("cpu"))
                 score, msc = ms_ssim((ref["image"] + 1) / 2, (np.clip(gen, -1, 1) + 1) / 2, data_range=1.0)
                 scores.append(score)
-                times.append(ref["timings"]["total"])
+                times.append(ref["timings"]["total"])  # wall seconds on a shared machine
                 shown.setdefault(mode, gen)
             row[mode] = {"ms_ssim": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
                          "sample_s": float(np.mean(times))}
