@@ -66,7 +66,7 @@ def train_slice_critic(kind: str, spec: CriticSpec, real: Sequence[np.ndarray], 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return net.eval(), losses
 
 
@@ -94,7 +94,7 @@ def train_coherence_critic(spec: CriticSpec, real: Sequence[np.ndarray], opts: C
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return net.eval(), losses
 
 
@@ -122,7 +122,7 @@ def train_segmenter(spec: CriticSpec, pairs: Sequence[tuple[np.ndarray, np.ndarr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return net.eval(), losses
 
 
