@@ -13,7 +13,7 @@ import nrrd
 import numpy as np
 import pytest
 
-from conftest import require_data
+from data_files import require_data
 from napari_gem3d import io as gio
 from napari_gem3d.io import PROVENANCE_MARKER, atomic_write, read_volume, write_volume
 from napari_gem3d.volume import Volume

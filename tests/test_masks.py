@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import require_data
+from data_files import require_data
 from napari_gem3d.masks import (
     LabelSpec,
     UndeclaredLabelsError,

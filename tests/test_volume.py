@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt
 
-from conftest import require_data
+from data_files import require_data
 from napari_gem3d.volume import (
     MODEL_AXCODES,
     FittedNorm,
