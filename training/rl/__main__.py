@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from .run import run_rl
 
     try:
-        run_rl(cfg)
+        run_rl(cfg, log=lambda s: print(s, flush=True))
     except (ValueError, OSError) as exc:
         print(f"python -m training rl: {exc}", file=sys.stderr)
         return 2

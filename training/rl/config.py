@@ -103,6 +103,7 @@ class EvalConfig:
     patience: int = 0  # evaluations without held-out improvement before stopping (0: never stop early)
     restore_best: bool = True  # export the weights with the best held-out critic score
     max_conditions: int = 2
+    slices: int = 0  # held-out sub-volume length (0: rollout.slices); longer than a window shows seams
     fid: bool = True
 
 

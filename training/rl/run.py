@@ -145,7 +145,7 @@ def run_rl(cfg: RLConfig, *, log=print) -> dict:
         critics = CriticSet.load(critics_dir, device=info.device)
         rewards = reward_set(cfg, critics)
         report_rewards = reward_set(cfg, critics, all_components=True)
-        heldout_conds = centre_conditions(val_cases[: cfg.eval.max_conditions], cfg.rollout.slices)
+        heldout_conds = centre_conditions(val_cases[: cfg.eval.max_conditions], cfg.eval.slices or cfg.rollout.slices)
         ev = dict(seeds=cfg.eval.seeds, steps=cfg.rollout.steps, eta=cfg.rollout.eta, device=str(info.device))
 
         before = None

@@ -195,7 +195,7 @@ class RLTrainer:
                     lp_diff = (out.log_prob.detach() - batch.old_log_prob)
                     stats["loss"].append(float(loss.detach()))
                     stats["policy_loss"].append(float(pg.detach()))
-                    stats["kl_ref"].append(float(kl))
+                    stats["kl_ref"].append(float(kl.detach()))
                     stats["approx_kl"].append(float(0.5 * (lp_diff**2).mean()))
                     stats["clipfrac"].append(float(clipped.float().mean()))
                     stats["ratio_dev"].append(dev)
