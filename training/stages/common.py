@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,12 +79,24 @@ def model_volume(case: CachedCase, array: np.ndarray) -> Volume:
     return Volume(np.asarray(array), np.asarray(case.meta["model_affine"]))
 
 
+def sample_mask(bundle: ModelBundle, mask: np.ndarray, *, start: int, informed=None, **options) -> Any:
+    """Generate from a model-grid ``mask`` with THE generator; ``options`` are ``SamplingOptions`` fields.
+
+    Returns the ``SamplingResult`` (volume in [-1, 1], latents, timings, provenance).
+    """
+    from napari_gem3d.sampling import SamplingOptions, SamplingRequest
+    from napari_gem3d.sampling.pipeline import run_to_end
+    from napari_gem3d.sampling.propagate import generate
+
+    request = SamplingRequest(mask=np.asarray(mask).astype(np.int64), start=int(start), informed=informed,
+                              options=SamplingOptions(**options))
+    return run_to_end(generate(bundle, request))
+
+
 def sample_case(bundle: ModelBundle, case: CachedCase, *, mode: str, steps: int, eta: float, seed: int,
                 device: torch.device, max_slices: int = 0, start: int | None = None) -> tuple[np.ndarray, dict]:
     """Generate ``case``'s volume from its mask (and its true middle slice for GEM-3D) with THE generator."""
-    from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest
-    from napari_gem3d.sampling.pipeline import run_to_end
-    from napari_gem3d.sampling.propagate import generate
+    from napari_gem3d.sampling import InformedSlice
 
     mask = np.asarray(case.mask)
     image = np.asarray(case.image)
@@ -93,9 +106,8 @@ def sample_case(bundle: ModelBundle, case: CachedCase, *, mode: str, steps: int,
     s = mask.shape[0] // 2 if start is None else start
     informed = InformedSlice(image=image[s].copy(), source={"kind": "picked", "volume": case.name, "index": s},
                              is_true_slice=True) if mode == "gem3d" else None
-    opts = SamplingOptions(steps=steps, eta=eta, seed=seed, device=str(device), mode=mode)
-    result = run_to_end(generate(bundle, SamplingRequest(mask=mask.astype(np.int64), start=s, informed=informed,
-                                                         options=opts)))
+    result = sample_mask(bundle, mask, start=s, informed=informed, steps=steps, eta=eta, seed=seed,
+                         device=str(device), mode=mode)
     return result.volume, {"image": image, "mask": mask, "timings": result.timings}
 
 

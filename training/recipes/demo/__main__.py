@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
         timing["evaluate_s"] = evaluate(bundle, out)
         (out / "timing.json").write_text(json.dumps(timing, indent=1))
+    if (out / "eval.json").is_file():
+        from .report import write_report
+
+        command = "python -m training.recipes.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+        print(f"[demo] report: {write_report(out, ORDER, command)}", flush=True)
     if args.install:
         dest = PACKAGE_DATA / "demo_model"
         shutil.rmtree(dest, ignore_errors=True)

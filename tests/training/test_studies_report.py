@@ -1,0 +1,53 @@
+"""The studies' report checks the paper's orderings against the numbers, both ways, and shows gaps as n/a."""
+
+from __future__ import annotations
+
+import json
+
+from training.studies.report import findings, table_markdown, write_report
+
+
+def _stat(mean, std=0.01, n=3):
+    return {"mean": mean, "std": std, "n": n}
+
+
+def _table2(gem, base, std=0.01):
+    return {"rows": {"GEM-3D (true informed slice)": {"ms_ssim": _stat(gem, std)},
+                     "mask-only baseline": {"ms_ssim": _stat(base, std)}}, "seeds": [0, 1, 2]}
+
+
+def test_an_ordering_that_holds_is_reported_as_agreeing_beyond_the_spread(tmp_path):
+    (tmp_path / "table2.json").write_text(json.dumps(_table2(0.62, 0.50)))
+    text = findings(tmp_path)["table2"]
+    assert text.startswith("1 of 1 orderings agree")
+    assert "agrees, beyond the seed spread" in text
+
+
+def test_a_reversed_ordering_is_reported_as_disagreeing(tmp_path):
+    (tmp_path / "table2.json").write_text(json.dumps(_table2(0.50, 0.62)))
+    text = findings(tmp_path)["table2"]
+    assert text.startswith("0 of 1 orderings agree")
+    assert "DISAGREES" in text
+
+
+def test_a_difference_smaller_than_the_spread_is_called_so(tmp_path):
+    (tmp_path / "table2.json").write_text(json.dumps(_table2(0.52, 0.50, std=0.05)))
+    assert "within the seed spread" in findings(tmp_path)["table2"]
+
+
+def test_closer_to_one_wins_for_the_consistency_ratio(tmp_path):
+    rows = {"overlap inpainting on": {"consistency_ratio": _stat(1.1), "ms_ssim": _stat(0.5)},
+            "overlap inpainting off": {"consistency_ratio": _stat(0.7), "ms_ssim": _stat(0.5)}}
+    (tmp_path / "c1.json").write_text(json.dumps({"rows": rows}))
+    lines = findings(tmp_path)["c1"].splitlines()
+    assert any("consistency" in s and "agrees" in s for s in lines)  # |1.1 - 1| < |0.7 - 1|
+
+
+def test_missing_values_show_as_na_and_the_report_is_written(tmp_path):
+    result = {"rows": {"real only": {"volumes": _stat(6, 0, 1), "dice_tumour": _stat(float("nan"), 0, 0)}}}
+    lines = table_markdown("downstream", result)
+    assert "| real only | 6 | n/a |" in lines[2]
+    (tmp_path / "downstream.json").write_text(json.dumps(result))
+    dest = write_report(tmp_path, ["header line"], findings(tmp_path), dest=tmp_path / "REPORT.md")
+    text = dest.read_text()
+    assert "header line" in text and "Table 4" in text and "n/a" in text

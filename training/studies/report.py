@@ -1,0 +1,115 @@
+"""``training/studies/REPORT.md`` from the studies' JSON results (``OUT/<study>.json``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+TITLES = {
+    "table2": "Table 2: GEM-3D (true informed slice) vs the mask-only baseline",
+    "table1": "Table 1: FID-A/C/S by informed-slice source, with and without mask augmentation",
+    "c1": "C.1: overlap inpainting on vs off",
+    "c2": "C.2: stage 2 (temporal layers) vs stage 1 only",
+    "compat": "official_compat vs the fixed sampler",
+    "downstream": "Table 4 (small): downstream segmentation with GEM-3D-enhanced training data",
+}
+COLUMNS = {
+    "table2": ("ms_ssim", "psnr_db", "consistency_ratio", "seconds"),
+    "table1": ("FID-A", "FID-C", "FID-S"),
+    "c1": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "c2": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "compat": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
+}
+NAMES = {
+    "ms_ssim": "MS-SSIM ↑", "psnr_db": "PSNR dB ↑", "consistency_ratio": "consistency ratio (1 = real)",
+    "seam_ratio": "seam ratio (generated)", "seam_ratio_real": "seam ratio (real, same indices)",
+    "seconds": "s / volume", "FID-A": "FID-A ↓", "FID-C": "FID-C ↓", "FID-S": "FID-S ↓",
+    "volumes": "training volumes", "dice_tumour": "Dice tumour ↑", "dice_tissue": "Dice tissue ↑",
+    "hd95_tumour_mm": "HD95 tumour mm ↓",
+}
+
+
+def _cell(stat: dict) -> str:
+    if stat is None or stat.get("n", 0) == 0 or not math.isfinite(stat["mean"]):
+        return "n/a"
+    if stat.get("std", 0.0) == 0.0 and stat.get("n", 1) == 1:
+        return f"{stat['mean']:.4g}"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def table_markdown(study: str, result: dict) -> list[str]:
+    cols = COLUMNS[study]
+    lines = ["| condition | " + " | ".join(NAMES[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, row in result["rows"].items():
+        lines.append(f"| {label} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
+    return lines
+
+
+def write_report(out: Path, header: list[str], findings: dict[str, str], dest: Path = HERE / "REPORT.md") -> Path:
+    lines = ["# Studies on the demo set-up", "", *header, ""]
+    for study, title in TITLES.items():
+        path = out / f"{study}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        lines += [f"## {title}", ""]
+        expected = result.get("expected")
+        if isinstance(expected, dict):
+            expected = expected.get(study)
+        meta = {k: v for k, v in result.items() if k not in ("rows", "expected")}
+        lines += [f"Set-up: `{json.dumps(meta)}`", ""]
+        lines += table_markdown(study, result)
+        lines += ["", f"**Paper's claim:** {expected}", ""]
+        if study in findings:
+            lines += [f"**Ours:** {findings[study]}", ""]
+    dest.write_text("\n".join(lines))
+    return dest
+
+
+def _compare(result: dict, a: str, b: str, metric: str, better: str) -> str:
+    """One sentence: does row ``a`` beat row ``b`` on ``metric`` (higher / lower / closer to 1)?"""
+    ra, rb = result["rows"][a].get(metric), result["rows"][b].get(metric)
+    if not ra or not rb or not ra["n"] or not rb["n"]:
+        return f"{metric}: not measured"
+    ma, mb = ra["mean"], rb["mean"]
+    key = {"higher": lambda v: v, "lower": lambda v: -v, "closer1": lambda v: -abs(v - 1.0)}[better]
+    wins = key(ma) > key(mb)
+    spread = max(ra["std"], rb["std"])
+    sure = "beyond" if abs(ma - mb) > spread else "within"
+    verdict = "agrees" if wins else "DISAGREES"
+    return f"{NAMES.get(metric, metric)} {ma:.3f} vs {mb:.3f} ({a} vs {b}): {verdict}, {sure} the seed spread"
+
+
+#: (row a, row b, metric, which is better) pairs whose order the paper predicts (a better than b)
+CLAIMS = {
+    "table2": [("GEM-3D (true informed slice)", "mask-only baseline", "ms_ssim", "higher")],
+    "table1": [(f"{src}{aug}", f"mask-only baseline{aug}", view, "lower")
+               for aug in ("", ", mask augmented") for src in ("IC: cross-picked slice", "IG: generated slice")
+               for view in ("FID-A", "FID-C", "FID-S")],
+    "c1": [("overlap inpainting on", "overlap inpainting off", "consistency_ratio", "closer1"),
+           ("overlap inpainting on", "overlap inpainting off", "ms_ssim", "higher")],
+    "c2": [("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "consistency_ratio", "closer1"),
+           ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "ms_ssim", "higher")],
+    "compat": [("fixed sampler", "official_compat (official plan and re-noising)", "consistency_ratio", "closer1"),
+               ("fixed sampler", "official_compat (official plan and re-noising)", "ms_ssim", "higher")],
+    "downstream": [(f"real + {k}x GEM-3D", "real only", m, b) for k in (1, 2, 3)
+                   for m, b in (("dice_tumour", "higher"), ("dice_tissue", "higher"))],
+}
+
+
+def findings(out: Path) -> dict[str, str]:
+    """Each study's claims checked against its numbers, as Markdown bullet lists."""
+    found = {}
+    for study, claims in CLAIMS.items():
+        path = out / f"{study}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        lines = [_compare(result, *c) for c in claims if c[0] in result["rows"] and c[1] in result["rows"]]
+        agree = sum("agrees" in s for s in lines)
+        found[study] = f"{agree} of {len(lines)} orderings agree.\n\n" + "\n".join(f"- {s}" for s in lines)
+    return found
