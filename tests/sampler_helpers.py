@@ -20,7 +20,7 @@ def tiny_bundle(seed: int = 0, **kw):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # zero-initialised output layers would make every eps 0: randomise them
         for m in bundle.unets.values():
-            for name, p in m.named_parameters():
+            for _name, p in m.named_parameters():
                 if p.ndim > 1 and p.abs().sum() == 0:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     for m in bundle.modules().values():

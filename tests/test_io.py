@@ -344,9 +344,8 @@ def test_atomic_write_binary_text_and_failure(tmp_path):
     with atomic_write(target) as fh:
         fh.write(b"\x00\x01")
     assert target.read_bytes() == b"\x00\x01"
-    with pytest.raises(ValueError, match="mode"):
-        with atomic_write(target, "a"):
-            pass
+    with pytest.raises(ValueError, match="mode"), atomic_write(target, "a"):
+        pass
 
 
 def test_refuses_to_overwrite_the_source_file(tmp_path):

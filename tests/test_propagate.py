@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sampler_helpers import SIZE, collect, phantom_mask, request, tiny_bundle
 
 from napari_gem3d.diffusion import make_ddim_plan
-from napari_gem3d.sampling import CancelToken, Cancelled, plan_windows
+from napari_gem3d.sampling import Cancelled, CancelToken, plan_windows
 from napari_gem3d.sampling import propagate as prop
 from napari_gem3d.sampling.denoise import SeededNoise
+from sampler_helpers import SIZE, collect, phantom_mask, request, tiny_bundle
 
 
 @pytest.fixture(scope="module")

@@ -275,7 +275,7 @@ def test_image_round_trip_with_resize_is_close_and_in_source_units():
     vol = Volume(smooth.astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0]))
     grid = model_grid(vol, 96, "S")
     model = to_model(vol, grid, "image")
-    assert 790 <= model.min() and model.max() <= 1210
+    assert model.min() >= 790 and model.max() <= 1210
     back = from_model(model, grid, "image")
     assert back.array.dtype == np.float32
     error = np.abs(back.array - vol.array)

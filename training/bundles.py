@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from torch import nn
+
 from napari_gem3d.diffusion.schedule import NoiseSchedule
 from napari_gem3d.masks import LabelSpec, official_brain_spec
 from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, VAEConfig, build_bundle, load_bundle
 from napari_gem3d.models.presets import demo_labels
 from napari_gem3d.volume import IntensityNorm
-from torch import nn
 
 from .config import Config
 

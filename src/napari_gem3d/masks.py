@@ -59,7 +59,7 @@ def _present_labels(mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"A label mask must have an integer (or integral float) dtype, got {mask.dtype}.")
     lo, hi = int(mask.min()), int(mask.max())
     if hi - lo < 1 << 20:
-        counts = np.bincount((mask.ravel().astype(np.int64) - lo))
+        counts = np.bincount(mask.ravel().astype(np.int64) - lo)
         return np.flatnonzero(counts).astype(np.int64) + lo
     return np.unique(mask).astype(np.int64)
 

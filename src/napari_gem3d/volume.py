@@ -284,7 +284,7 @@ def _resize_inplane(array: np.ndarray, shape_hw: tuple[int, int], kind: ArrayKin
         return resize(array, out_shape, order=0, anti_aliasing=False, preserve_range=True).astype(
             array.dtype, copy=False
         )
-    shrinking = any(o < i for o, i in zip(out_shape, array.shape))
+    shrinking = any(o < i for o, i in zip(out_shape, array.shape, strict=False))
     out = resize(array, out_shape, order=1, anti_aliasing=shrinking, preserve_range=True)
     return out.astype(np.float32, copy=False)
 
@@ -406,7 +406,7 @@ class IntensityNorm:
         low, high = float(self.low), float(self.high)
         if not (np.isfinite(low) and np.isfinite(high)) or not low < high:
             raise ValueError(f"IntensityNorm needs finite low < high, got low={low}, high={high}.")
-        if self.kind == "percentile" and not (0.0 <= low and high <= 100.0):
+        if self.kind == "percentile" and not (low >= 0.0 and high <= 100.0):
             raise ValueError(f"Percentiles must lie in [0, 100], got low={low}, high={high}.")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)

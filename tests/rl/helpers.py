@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from training.rl.rollout import Condition
+
 from napari_gem3d.models import build_bundle
 from napari_gem3d.models.presets import small_config
 from napari_gem3d.sampling import InformedSlice
-
-from training.rl.rollout import Condition
 
 
 def random_bundle(seed: int = 0, size: int = 8, window: int = 4):

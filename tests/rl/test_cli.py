@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import yaml
 from helpers import random_bundle
-from napari_gem3d.models import load_bundle, save_bundle
 from phantoms import phantom
+
+from napari_gem3d.models import load_bundle, save_bundle
 
 pytestmark = pytest.mark.rl
 

@@ -12,7 +12,6 @@ import torch
 import torch.multiprocessing as mp
 from helpers import multiwindow_condition, random_bundle
 from safetensors.torch import load_file, save_file
-
 from training.rl.config import ParamsConfig, PPOConfig, RolloutConfig
 from training.rl.rewards.components import FunctionReward, RewardSet
 from training.rl.trainer import DistState, RLTrainer
@@ -54,7 +53,7 @@ def _worker(rank, world, port, rollouts, adv, out):
 def test_two_gloo_ranks_average_gradients_like_one_process(tmp_path):
     single = _trainer()
     rollouts = single.rollouts([multiwindow_condition()], 0)  # 2 rollouts x 3 windows x 3 steps
-    adv = [np.full(len(r.windows), a) for r, a in zip(rollouts, (1.0, -0.5))]
+    adv = [np.full(len(r.windows), a) for r, a in zip(rollouts, (1.0, -0.5), strict=False)]
     mp.spawn(_worker, args=(2, _free_port(), rollouts, adv, str(tmp_path)), nprocs=2, join=True)
     ranks = [load_file(str(tmp_path / f"grads-{r}.safetensors")) for r in range(2)]
     single.update(rollouts, adv)

@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari_gem3d.models import load_bundle, save_bundle
 from toy import LEVEL, pretrained_toy_bundle, toy_conditions
-
 from training.rl.config import MonitorConfig, ParamsConfig, PPOConfig, RolloutConfig
 from training.rl.rewards.components import FunctionReward, RewardSet
 from training.rl.rollout import collect
 from training.rl.trainer import RLTrainer
+
+from napari_gem3d.models import load_bundle, save_bundle
 
 pytestmark = [pytest.mark.rl, pytest.mark.slow]
 

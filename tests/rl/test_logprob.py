@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 from helpers import multiwindow_condition, random_bundle
-from napari_gem3d.diffusion import ddim_step, make_ddim_plan
-from napari_gem3d.diffusion.schedule import NoiseSchedule
-
 from training.rl.config import ParamsConfig, PPOConfig, RolloutConfig
 from training.rl.policy import StepBatch, network_output, score_steps, set_trainable
 from training.rl.rewards.components import FunctionReward, RewardSet
 from training.rl.rollout import collect
 from training.rl.trainer import RLTrainer
+
+from napari_gem3d.diffusion import ddim_step, make_ddim_plan
+from napari_gem3d.diffusion.schedule import NoiseSchedule
 
 pytestmark = pytest.mark.rl
 
@@ -56,7 +56,7 @@ def test_recorded_steps_are_what_the_sampler_did():
     (r,) = _rollouts(bundle, n=1)
     plan = [w for w in r.plan if w.write]
     assert len(r.windows) == len(plan) == 3
-    for ws, w in zip(r.windows, plan):
+    for ws, w in zip(r.windows, plan, strict=False):
         assert ws.window == w
         # known frames (true start slice, overlaps) are environment input, not policy actions
         assert ws.generated.tolist() == [f not in w.known for f in range(w.length)]

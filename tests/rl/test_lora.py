@@ -6,7 +6,6 @@ import pytest
 import torch
 from helpers import random_bundle
 from torch import nn
-
 from training.rl.lora import LoRALayer, add_lora, has_lora, merge_lora
 from training.rl.policy import set_trainable
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import multiwindow_condition, random_bundle
-
 from training.rl.config import ParamsConfig, PPOConfig, RolloutConfig
 from training.rl.policy import gaussian_kl
 from training.rl.ppo import clipped_surrogate, combine_advantages, zscore_by_group

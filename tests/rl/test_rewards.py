@@ -7,15 +7,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import random_bundle
-from napari_gem3d.sampling import InformedSlice
 from phantoms import phantom
-
-from training.rl.rewards.components import (IntensityStats, MaskDice, StatsReference, chunk_logits, mean_dice,
-                                            segment, slice_logits)
+from training.rl.rewards.components import (
+    IntensityStats,
+    MaskDice,
+    StatsReference,
+    chunk_logits,
+    mean_dice,
+    segment,
+    slice_logits,
+)
 from training.rl.rewards.critics import CriticSet, CriticSpec
 from training.rl.rewards.negatives import KINDS, corrupt
 from training.rl.rewards.train import CriticTraining, train_critics
 from training.rl.rollout import Condition, Rollout, collect
+
+from napari_gem3d.sampling import InformedSlice
 
 pytestmark = pytest.mark.rl
 
@@ -98,7 +105,7 @@ def test_intensity_statistics_prefer_real_tissue_values(critics):
     cs, held_real, held_gen = critics
     ref = StatsReference.from_dict(cs.info["stats_reference"])
     stats = IntensityStats(ref)
-    for (img, msk), gen in zip(held_real, held_gen):
+    for (img, msk), gen in zip(held_real, held_gen, strict=False):
         cond = Condition("c", msk, 0, InformedSlice(image=img[0]))
         real = stats.score(Rollout(0, 0, [], img, np.zeros(1)), cond)[0]
         dim = stats.score(Rollout(0, 0, [], np.clip(img - 0.3, -1, 1), np.zeros(1)), cond)[0]

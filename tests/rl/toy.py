@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from training.rl.rollout import Condition
+
 from napari_gem3d.models import build_bundle
 from napari_gem3d.models.presets import small_config
 from napari_gem3d.sampling import InformedSlice
-
-from training.rl.rollout import Condition
 
 SIZE = 8  # image size; latents are 4 x 4 x 4
 LEVEL = 0.6
@@ -54,7 +54,7 @@ def pretrained_toy_bundle(steps: int = 300, batch: int = 32, seed: int = 0, cond
     for _ in range(steps):
         ci = torch.randint(len(conds), (batch,), generator=g)
         z0 = [int(torch.randint(conds[c].shape[0] - frames + 1, (1,), generator=g)) for c in ci]
-        cond = torch.stack([conds[c][s : s + frames] for c, s in zip(ci.tolist(), z0)])
+        cond = torch.stack([conds[c][s : s + frames] for c, s in zip(ci.tolist(), z0, strict=False)])
         v = LEVEL * (2 * torch.randint(2, (batch, 1, 1, 1, 1), generator=g).float() - 1)
         x0 = v + NOISE * torch.randn(batch, frames, lat, h, w, generator=g)
         t = torch.randint(1, sched.num_train_timesteps, (batch,), generator=g)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from napari_gem3d.models import load_bundle
 from train_helpers import ROOT, require_file, tiny_config
+
+from napari_gem3d.models import load_bundle
 
 
 def _env() -> dict:

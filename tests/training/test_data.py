@@ -9,14 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from napari_gem3d.models.presets import demo_labels
-from napari_gem3d.volume import from_model
 from train_helpers import phantom, tiny_config
-
 from training.config import config_from_dict, load_config
 from training.data.datasets import StepBatchSampler, WindowDataset
 from training.data.preprocess import crop_box, prepare_cases
 from training.stages.diffusion import draw_timesteps, small_t_weights
+
+from napari_gem3d.models.presets import demo_labels
+from napari_gem3d.volume import from_model
 
 LABELS = demo_labels()
 

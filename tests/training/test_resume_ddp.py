@@ -10,15 +10,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
-
+from train_helpers import tiny_config
 from training.config import config_from_dict
 from training.engine.checkpoint import latest_checkpoint, load_checkpoint
 from training.engine.dist import init_distributed, shutdown
 from training.engine.loop import run_loop
 from training.run import run_stage, seed_everything
 from training.stages.diffusion import DiffusionTask
-
-from train_helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from napari_gem3d.models import load_bundle
-from napari_gem3d.models.unet import is_temporal_name
-from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest
-from napari_gem3d.sampling.pipeline import run_to_end
-from napari_gem3d.sampling.propagate import generate
-
+from train_helpers import tiny_config
 from training.config import config_from_dict
 from training.engine.dist import DistInfo
 from training.engine.loop import run_loop
 from training.run import run_stage
 from training.stages.diffusion import DiffusionTask
 
-from train_helpers import tiny_config
+from napari_gem3d.models import load_bundle
+from napari_gem3d.models.unet import is_temporal_name
+from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest
+from napari_gem3d.sampling.pipeline import run_to_end
+from napari_gem3d.sampling.propagate import generate
 
 CHAIN = [("vae", "vae"), ("slice", "slice"), ("volume-stage1", "s1"), ("volume-stage2", "s2"), ("baseline", "base")]
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
@@ -63,7 +62,7 @@ def test_every_stage_writes_a_loadable_bundle_that_samples(chain, stage):
 
 
 def test_validation_montages_are_written(chain):
-    for stage, name in (("vae", "vae"), ("volume-stage2", "s2")):
+    for stage, _name in (("vae", "vae"), ("volume-stage2", "s2")):
         pngs = list((chain[stage].parent / "val").glob("*.png"))
         assert len(pngs) == 1 and pngs[0].stat().st_size > 1000 and pngs[0].read_bytes()[:4] == b"\x89PNG"
 

@@ -19,9 +19,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, Sampler
+
 from napari_gem3d.masks import LabelSpec
 from napari_gem3d.sampling.informed import relative_index
-from torch.utils.data import Dataset, Sampler
 
 from .preprocess import CachedCase
 

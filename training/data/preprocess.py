@@ -28,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
 from napari_gem3d.batch import file_sha256
 from napari_gem3d.masks import LabelSpec, body_region, outside_from_image
 from napari_gem3d.volume import IntensityNorm, ModelGrid, Volume, model_frame_affine, model_grid, to_model
@@ -113,12 +114,12 @@ def crop_box(image: np.ndarray, mask: np.ndarray, how: str, margin: int, outside
         raise ValueError("nothing to keep when cropping: the image is empty (all zero); use data.crop: none")
     idx = np.nonzero(keep)
     return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + 1 + margin))
-                 for i, n in zip(idx, image.shape))
+                 for i, n in zip(idx, image.shape, strict=False))
 
 
 def crop_volume(volume: Volume, box: tuple[slice, ...]) -> Volume:
     """The sub-volume ``box`` with its affine moved to the new first voxel (geometry kept)."""
-    box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(box, volume.shape))
+    box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(box, volume.shape, strict=False))
     shift = np.eye(4)
     shift[:3, 3] = [s.start for s in box]
     return Volume(np.ascontiguousarray(volume.array[box]), volume.affine @ shift, dict(volume.header))

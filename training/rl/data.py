@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from napari_gem3d.sampling import InformedSlice
 
 from .rollout import Condition

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from napari_gem3d.models import ModelBundle
 from napari_gem3d.volume import Volume
 

@@ -12,8 +12,9 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from napari_gem3d.diffusion import StepOutput, ddim_step
 from torch import nn
+
+from napari_gem3d.diffusion import StepOutput, ddim_step
 
 from .lora import DEFAULT_TARGETS, add_lora
 

@@ -85,14 +85,14 @@ def combine_advantages(components: dict[str, list[np.ndarray]], weights: dict[st
         per_window = any(np.size(v) > 1 for v in vals)
         if per_window:
             flat = np.concatenate([np.broadcast_to(np.asarray(v, np.float64).reshape(-1), (w,))
-                                   for v, w in zip(vals, widths)])
+                                   for v, w in zip(vals, widths, strict=False)])
             keys = np.array([f"{groups[i]}:{k}" for i, w in enumerate(widths) for k in range(w)])
             z, fb = zscore_by_group(flat, keys, min_count=min_group)
             parts = np.split(z, np.cumsum(widths)[:-1])
         else:
             flat = np.array([float(np.asarray(v).reshape(-1)[0]) for v in vals])
             z, fb = zscore_by_group(flat, np.asarray(groups), min_count=min_group)
-            parts = [np.full(w, zi) for zi, w in zip(z, widths)]
+            parts = [np.full(w, zi) for zi, w in zip(z, widths, strict=False)]
         stats[f"fallback/{name}"] = float(fb.mean())
         for i in range(n):
             total[i] = total[i] + weight * parts[i]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from napari_gem3d.models import ModelBundle
 from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest
 from napari_gem3d.sampling.plan import Window

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from napari_gem3d.models import ModelBundle, load_bundle, save_bundle
 
 from ..engine.dist import DistInfo, barrier, init_distributed, shutdown
@@ -23,7 +24,7 @@ from .config import RLConfig
 from .data import centre_conditions, random_conditions
 from .evaluate import compare, evaluate_model, generate_eval, heldout_score
 from .lora import merge_lora
-from .rewards.components import (Coherence3D, IntensityStats, MaskDice, Realism2D, RewardSet, StatsReference)
+from .rewards.components import Coherence3D, IntensityStats, MaskDice, Realism2D, RewardSet, StatsReference
 from .rewards.critics import CriticSet, CriticSpec
 from .rewards.train import CriticTraining, train_critics
 from .trainer import DistState, RLTrainer

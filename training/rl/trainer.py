@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as torch_dist
+from torch import nn
+
 from napari_gem3d.diffusion import ddim_step
 from napari_gem3d.models import ModelBundle
-from torch import nn
 
 from .config import MonitorConfig, ParamsConfig, PPOConfig, RolloutConfig
 from .policy import StepBatch, frozen_copy, gaussian_kl, network_output, score_steps, set_trainable
@@ -103,12 +104,12 @@ class RLTrainer:
         groups = [r.group for r in rollouts]
         adv, stats = combine_advantages(values, self.rewards.weights, groups, adv_clip=self.ppo.adv_clip,
                                         renormalise=self.ppo.renormalise, min_group=self.ppo.min_group)
-        for r, a in zip(rollouts, adv):
+        for r, a in zip(rollouts, adv, strict=False):
             if a.shape[0] not in (1, len(r.windows)):
                 raise ValueError(f"advantage has {a.shape[0]} windows, the rollout recorded {len(r.windows)}")
         if self.ppo.shuffle_advantages:  # the control run: same magnitudes, no relation to the samples
             perm = self.rng.permutation(len(adv))
-            adv = [np.full(len(r.windows), float(np.mean(adv[p]))) for r, p in zip(rollouts, perm)]
+            adv = [np.full(len(r.windows), float(np.mean(adv[p]))) for r, p in zip(rollouts, perm, strict=False)]
         return adv, stats
 
     # ------------------------------------------------------------------ update
@@ -128,15 +129,15 @@ class RLTrainer:
         ks = [k for _, _, k in rows]
         a = [float(adv[i][j] if adv[i].shape[0] > 1 else adv[i][0]) for i, j, _ in rows]
         return StepBatch(
-            x_t=torch.stack([w.x_t[k] for w, k in zip(ws, ks)]).to(dev),
-            x_prev=torch.stack([w.x_prev[k] for w, k in zip(ws, ks)]).to(dev),
+            x_t=torch.stack([w.x_t[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
+            x_prev=torch.stack([w.x_prev[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
             cond=torch.stack([w.cond for w in ws]).to(dev),
             generated=torch.stack([w.generated for w in ws]).to(dev),
-            t=torch.stack([w.t[k] for w, k in zip(ws, ks)]).to(dev),
-            a_t=torch.stack([w.a_t[k] for w, k in zip(ws, ks)]).to(dev),
-            a_prev=torch.stack([w.a_prev[k] for w, k in zip(ws, ks)]).to(dev),
-            sigma=torch.stack([w.sigma[k] for w, k in zip(ws, ks)]).to(dev),
-            old_log_prob=torch.stack([w.log_prob[k] for w, k in zip(ws, ks)]).to(dev),
+            t=torch.stack([w.t[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
+            a_t=torch.stack([w.a_t[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
+            a_prev=torch.stack([w.a_prev[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
+            sigma=torch.stack([w.sigma[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
+            old_log_prob=torch.stack([w.log_prob[k] for w, k in zip(ws, ks, strict=False)]).to(dev),
             advantage=torch.tensor(a, dtype=torch.float32, device=dev),
         )
 
@@ -169,7 +170,7 @@ class RLTrainer:
             torch_dist.all_reduce(n_rows)
         for inner in range(self.ppo.inner_epochs):
             order = self.rng.permutation(len(rows))
-            chunks = [c for c in np.array_split(order, self.ppo.updates_per_epoch)]
+            chunks = list(np.array_split(order, self.ppo.updates_per_epoch))
             for ci, chunk in enumerate(chunks):
                 self.optimizer.zero_grad(set_to_none=True)
                 chunk_rows = [rows[x] for x in chunk]
@@ -304,7 +305,7 @@ class RLTrainer:
             self.history.append(log)
             if on_epoch:
                 on_epoch(log)
-            self.log("[rl] epoch {epoch}: ".format(epoch=epoch + 1) + ", ".join(
+            self.log(f"[rl] epoch {epoch + 1}: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in log.items() if k.startswith(("reward/", "kl_ref", "clipfrac", "ratio_dev_first"))))
             last = epoch + 1 == epochs
             if heldout is not None and ((eval_every and (epoch + 1) % eval_every == 0) or last):

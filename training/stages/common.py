@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from napari_gem3d.models import ModelBundle
 from napari_gem3d.volume import Volume
 
@@ -67,11 +68,11 @@ class LatentStore:
     def window(self, cases: torch.Tensor, starts: torch.Tensor, frames: int, flips: torch.Tensor) -> torch.Tensor:
         """(B, F, C, h, w) latents of the batch's windows."""
         return torch.stack([self.case(int(c), bool(f))[int(s) : int(s) + frames]
-                            for c, s, f in zip(cases, starts, flips)])
+                            for c, s, f in zip(cases, starts, flips, strict=False)])
 
     def slices(self, cases: torch.Tensor, index: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) latents of single slices."""
-        return torch.stack([self.case(int(c), bool(f))[int(k)] for c, k, f in zip(cases, index, flips)])
+        return torch.stack([self.case(int(c), bool(f))[int(k)] for c, k, f in zip(cases, index, flips, strict=False)])
 
 
 def model_volume(case: CachedCase, array: np.ndarray) -> Volume:

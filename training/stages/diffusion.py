@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from napari_gem3d.models import build_unet, load_bundle, save_bundle
 from napari_gem3d.models.unet import is_temporal_name
 
@@ -185,7 +186,7 @@ class DiffusionTask(Task):
             cond = mask_lat
             if self.component == "volume":
                 ref = torch.stack([self.store.case(int(c), bool(f))[int(k)] for c, k, f in
-                                   zip(batch["informed_case"], batch["informed_slice"], batch["flip"])])
+                                   zip(batch["informed_case"], batch["informed_slice"], batch["flip"], strict=False)])
                 cond = torch.cat([mask_lat, ref[:, None].expand(-1, frames, -1, -1, -1)], dim=2)
         noise = draw_noise(batch["key"], tuple(x0.shape[1:]), self.cfg.seed).to(ctx.device)
         t = draw_timesteps(self.t_mode, batch["key"], frames, self.cfg.seed, self.schedule.num_train_timesteps)
@@ -260,6 +261,7 @@ def _save_slice_grid(path: Path, real: np.ndarray, gen: np.ndarray, picks: list[
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     from napari_gem3d.io import atomic_path
 
     fig, axes = plt.subplots(2, len(picks), figsize=(2 * len(picks), 4.2), squeeze=False)

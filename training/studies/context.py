@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
 from napari_gem3d.lesions import random_augmentation
 from napari_gem3d.metrics.consistency import consistency, window_seams
 from napari_gem3d.metrics.similarity import compare_volumes

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
+
 from napari_gem3d.metrics.segmentation import dice_per_label, hd95_per_label
 
 from .context import TUMOUR_LABELS, StudyContext, summarise

@@ -1,6 +1,6 @@
 """Sampling: window plans, the propagation generator, informed slices, studies."""
 
-from .cancel import CancelToken, Cancelled
+from .cancel import Cancelled, CancelToken
 from .plan import Window, coverage, plan_windows, rounds
 from .request import InformedSlice, SamplingOptions, SamplingRequest, SamplingResult, WindowUpdate
 

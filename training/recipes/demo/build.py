@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from napari_gem3d.io import write_volume
 from napari_gem3d.volume import Volume
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from napari_gem3d.metrics.similarity import ms_ssim
 from napari_gem3d.models import load_bundle
 

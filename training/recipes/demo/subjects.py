@@ -25,10 +25,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from napari_gem3d.io import read_volume
-from napari_gem3d.volume import Volume
 from scipy import ndimage
 from skimage.filters import threshold_multiotsu, threshold_otsu
+
+from napari_gem3d.io import read_volume
+from napari_gem3d.volume import Volume
 
 MRICRON = Path("/usr/share/mricron/templates")
 ITK = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")

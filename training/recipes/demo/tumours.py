@@ -46,8 +46,8 @@ def insert_tumour(image: np.ndarray, tissue: np.ndarray, spacing, rng: np.random
     reach = np.ceil(3.2 * R / spacing).astype(int) + 2
     lo = np.maximum(centre - reach, 0)
     hi = np.minimum(centre + reach + 1, image.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    grids = np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, spacing)], indexing="ij")
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
+    grids = np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, spacing, strict=False)], indexing="ij")
     dist = np.sqrt(sum(g**2 for g in grids))
     shape = dist.shape
     outer = dist + 0.28 * R * _smooth_noise(shape, spacing, rng, 0.5 * R)

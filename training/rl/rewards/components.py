@@ -205,7 +205,7 @@ class RewardSet:
         self.components = {c.name: c for c in components}
         if len(self.components) != len(components):
             raise ValueError("reward component names must be unique")
-        self.weights = {name: 1.0 for name in self.components} if weights is None else dict(weights)
+        self.weights = dict.fromkeys(self.components, 1.0) if weights is None else dict(weights)
         unknown = sorted(set(self.weights) - set(self.components))
         if unknown:
             raise ValueError(f"reward weights name unknown components {unknown}; known: {sorted(self.components)}")
