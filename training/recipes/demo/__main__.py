@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "eval.json").is_file():
         from .report import write_report
 
-        command = "python -m training.recipes.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = f"python -m training.recipes.demo --out {args.out} --install (stages resume; this report: " + \
+            " ".join(argv if argv is not None else sys.argv[1:]) + ")"
         print(f"[demo] report: {write_report(out, ORDER, command)}", flush=True)
     if args.install:
         dest = PACKAGE_DATA / "demo_model"

@@ -79,6 +79,7 @@ def demo_case_volumes() -> tuple[Volume, Volume]:
 
 
 def write_demo_case(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     image, mask = demo_case_volumes()
     prov = {"source": "ITK KmeansTest_T1UCharRaw.nii.gz (Apache-2.0), tissue by multi-Otsu in the shipped "
                       "skull-strip mask, one synthetic tumour (training/recipes/demo)", "labels": "demo_labels()"}

@@ -52,8 +52,8 @@ def write_report(out: Path, stages: tuple[str, ...], command: str, dest: Path = 
         "",
         "## Stages",
         "",
-        "| stage | steps | wall time (s) | last training loss | validation |",
-        "|---|---:|---:|---|---|",
+        "| stage | steps | resumed from step | wall time of the last run (s) | last training loss | validation |",
+        "|---|---:|---:|---:|---|---|",
     ]
     total = 0.0
     for stage in stages:
@@ -65,9 +65,9 @@ def write_report(out: Path, stages: tuple[str, ...], command: str, dest: Path = 
         total += wall
         loss = ", ".join(f"{k} {v:.4g}" for k, v in res.get("last", {}).items() if k.startswith("loss/"))
         val = ", ".join(f"{k} {v:.4g}" for k, v in (res.get("val") or {}).items()) or "-"
-        lines.append(f"| {stage} | {res['steps']} | {wall:.0f} | {loss} | {val} |")
-    lines += ["", f"Training wall time: {total / 60:.1f} min (each stage as last run; resumed stages count"
-              " their final run only).", ""]
+        lines.append(f"| {stage} | {res['steps']} | {res.get('resumed_from', 0)} | {wall:.0f} | {loss} | {val} |")
+    lines += ["", f"Training wall time: {total / 60:.1f} min for the last runs; a stage resumed from a checkpoint"
+              " (interrupted session) ran its earlier steps at the same rate.", ""]
     lines += [
         "## Held-out evaluation",
         "",

@@ -1,0 +1,85 @@
+"""The shipped demo case and model, end to end in napari: sample data -> sampling dock -> live fill -> screenshot.
+
+The session's default model is the bundled one (no "Load model"); the tumour must come out of the real
+model as a region whose generated intensity differs from the brain around it the way the real image's does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_gem3d import demo_model_path
+from napari_gem3d._napari.layers import RESULT_KEY, transforms_of
+from napari_gem3d._napari.widget_sampling import SamplingWidget
+
+TUMOUR = (4, 5, 6)
+WHITE_MATTER = 3
+
+pytestmark = pytest.mark.skipif(not (demo_model_path() / "config.json").is_file(),
+                                reason="this installation has no bundled demo model")
+
+
+def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open_sample("napari-gem3d", "demo_case")
+    image_layer = next(x for x in layers if x._type_string == "image")
+    mask_layer = next(x for x in layers if x._type_string == "labels")
+    image_before, mask_before = image_layer.data.copy(), mask_layer.data.copy()
+
+    widget = SamplingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="GEM-3D sampling")
+    widget.mask.value, widget.image.value = mask_layer, image_layer
+    widget.steps.value, widget.device.value, widget.seed.value = 10, "cpu", 0
+    updates = []
+    original = widget._on_window
+
+    def record(update):
+        original(update)
+        updates.append(update)
+
+    widget._on_window = record
+    job = widget.run()
+    assert job is not None
+    qtbot.waitUntil(lambda: job.finished, timeout=300_000)
+    layer = widget.live.layer
+    info = layer.metadata[RESULT_KEY]
+    assert info["status"] == "complete"
+    assert len(updates) == len(info["plan"]) >= 3  # one live update per planned window
+    assert info["provenance"]["model"]["name"].startswith("gem3d-demo")
+    assert np.array_equal(image_layer.data, image_before) and np.array_equal(mask_layer.data, mask_before)
+
+    # the generated tumour differs from white matter in the same direction as in the real image
+    gen, real, mask = np.asarray(layer.data, float), np.asarray(image_layer.data, float), mask_layer.data
+    tumour, wm = np.isin(mask, TUMOUR), mask == WHITE_MATTER
+    real_contrast = (real[tumour].mean() - real[wm].mean()) / real[wm].std()
+    gen_contrast = (gen[tumour].mean() - gen[wm].mean()) / gen[wm].std()
+    print(f"\ntumour vs white matter, in white-matter standard deviations: real {real_contrast:+.2f}, "
+          f"generated {gen_contrast:+.2f}")
+    assert abs(real_contrast) > 0.5
+    assert np.sign(gen_contrast) == np.sign(real_contrast) and abs(gen_contrast) > 0.25
+
+    # a screenshot of the generation at the tumour's largest slice: not blank, tumour visible
+    for other in viewer.layers:
+        other.visible = other is layer
+    viewer.dims.ndisplay = 2
+    axis0 = int(np.argmax(np.isin(mask, TUMOUR).sum(axis=(1, 2))))
+    viewer.dims.set_point(0, float(layer.data_to_world((axis0, 0, 0))[0]))
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    from skimage.io import imsave
+
+    imsave(tmp_path / "demo_generation.png", shot)
+    gray = shot[..., :3].astype(float).mean(axis=-1)
+    assert gray.std() > 5, "the screenshot is blank"
+    helper = viewer.add_image(np.isin(mask, TUMOUR).astype(np.float32), contrast_limits=(0, 1),
+                              **transforms_of(layer))
+    layer.visible = False
+    on_screen = viewer.screenshot(canvas_only=True, flash=False)[..., :3].mean(axis=-1) > 128
+    viewer.layers.remove(helper)
+    assert on_screen.sum() > 20, "the tumour is not on screen at its largest slice"
+    ring = np.zeros_like(on_screen)
+    ys, xs = np.nonzero(on_screen)
+    ring[max(ys.min() - 15, 0): ys.max() + 15, max(xs.min() - 15, 0): xs.max() + 15] = True
+    ring &= ~on_screen & (gray > 20)  # brain around the tumour (not the black background)
+    assert abs(gray[on_screen].mean() - gray[ring].mean()) > 5, "the tumour does not show in the screenshot"
