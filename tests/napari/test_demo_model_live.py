@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from screenshot_helpers import screen_region, screenshot_at_tumour
 
 from napari_gem3d import demo_model_path
-from napari_gem3d._napari.layers import RESULT_KEY, transforms_of
+from napari_gem3d._napari.layers import RESULT_KEY
 from napari_gem3d._napari.widget_sampling import SamplingWidget
 
 TUMOUR = (4, 5, 6)
@@ -60,23 +61,10 @@ def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtb
     assert np.sign(gen_contrast) == np.sign(real_contrast) and abs(gen_contrast) > 0.25
 
     # a screenshot of the generation at the tumour's largest slice: not blank, tumour visible
-    for other in viewer.layers:
-        other.visible = other is layer
-    viewer.dims.ndisplay = 2
-    axis0 = int(np.argmax(np.isin(mask, TUMOUR).sum(axis=(1, 2))))
-    viewer.dims.set_point(0, float(layer.data_to_world((axis0, 0, 0))[0]))
-    viewer.reset_view()
-    shot = viewer.screenshot(canvas_only=True, flash=False)
-    from skimage.io import imsave
-
-    imsave(tmp_path / "demo_generation.png", shot)
-    gray = shot[..., :3].astype(float).mean(axis=-1)
+    tumour = np.isin(mask, TUMOUR)
+    gray = screenshot_at_tumour(viewer, layer, tumour, tmp_path / "demo_generation.png")
     assert gray.std() > 5, "the screenshot is blank"
-    helper = viewer.add_image(np.isin(mask, TUMOUR).astype(np.float32), contrast_limits=(0, 1),
-                              **transforms_of(layer))
-    layer.visible = False
-    on_screen = viewer.screenshot(canvas_only=True, flash=False)[..., :3].mean(axis=-1) > 128
-    viewer.layers.remove(helper)
+    on_screen = screen_region(viewer, layer, tumour)
     assert on_screen.sum() > 20, "the tumour is not on screen at its largest slice"
     ring = np.zeros_like(on_screen)
     ys, xs = np.nonzero(on_screen)

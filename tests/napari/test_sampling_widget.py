@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from screenshot_helpers import screen_region, screenshot_at_tumour
 
-from napari_gem3d._napari.layers import RESULT_KEY, layer_affine, transforms_of
+from napari_gem3d._napari.layers import RESULT_KEY, layer_affine
 from napari_gem3d._napari.widget_sampling import SamplingWidget
 from napari_gem3d.io import read_volume
 from study_helpers import AFFINE, SHAPE
@@ -223,31 +224,11 @@ def test_screenshot_of_a_real_generation(viewer_case, qtbot, tmp_path):
     job = widget.run()
     _wait(qtbot, job)
     layer = widget.live.layer
-    for other in viewer.layers:
-        other.visible = other is layer
-    viewer.dims.ndisplay = 2
     tumour = np.isin(mask_layer.data, (4, 5, 6))
-    axis0 = int(np.argmax(tumour.sum(axis=(1, 2))))
-    viewer.dims.set_point(0, float(layer.data_to_world((axis0, 0, 0))[0]))
-    viewer.reset_view()
-    shot = viewer.screenshot(canvas_only=True, flash=False)
-    from skimage.io import imsave
-
-    imsave(tmp_path / "generation.png", shot)
-    gray = shot[..., :3].astype(float).mean(axis=-1)
+    gray = screenshot_at_tumour(viewer, layer, tumour, tmp_path / "generation.png")
     assert gray.std() > 5, "the screenshot is blank"
-
-    def screen_region(selected: np.ndarray) -> np.ndarray:
-        """Where ``selected`` voxels land on screen: render them white with the same camera."""
-        helper = viewer.add_image(selected.astype(np.float32), contrast_limits=(0, 1), **transforms_of(layer))
-        layer.visible = False
-        region = viewer.screenshot(canvas_only=True, flash=False)[..., :3].mean(axis=-1) > 128
-        viewer.layers.remove(helper)
-        layer.visible = True
-        return region
-
-    in_tumour = screen_region(tumour)
-    outside = screen_region(mask_layer.data == 0)
+    in_tumour = screen_region(viewer, layer, tumour)
+    outside = screen_region(viewer, layer, mask_layer.data == 0)
     assert in_tumour.sum() > 50 and outside.sum() > 50
     contrast = abs(gray[in_tumour].mean() - gray[outside].mean())
     print(
