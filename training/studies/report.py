@@ -91,10 +91,13 @@ CLAIMS = {
                for aug in ("", ", mask augmented") for src in ("IC: cross-picked slice", "IG: generated slice")
                for view in ("FID-A", "FID-C", "FID-S")],
     "c1": [("overlap inpainting on", "overlap inpainting off", "consistency_ratio", "closer1"),
+           ("overlap inpainting on", "overlap inpainting off", "seam_ratio", "closer1"),
            ("overlap inpainting on", "overlap inpainting off", "ms_ssim", "higher")],
     "c2": [("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "consistency_ratio", "closer1"),
+           ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "seam_ratio", "closer1"),
            ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "ms_ssim", "higher")],
     "compat": [("fixed sampler", "official_compat (official plan and re-noising)", "consistency_ratio", "closer1"),
+               ("fixed sampler", "official_compat (official plan and re-noising)", "seam_ratio", "closer1"),
                ("fixed sampler", "official_compat (official plan and re-noising)", "ms_ssim", "higher")],
     "downstream": [(f"real + {k}x GEM-3D", "real only", m, b) for k in (1, 2, 3)
                    for m, b in (("dice_tumour", "higher"), ("dice_tissue", "higher"))],
