@@ -44,7 +44,8 @@ def run_markdown(path: Path) -> list[str]:
         "",
         f"Combined reward change {cmp['combined_reward_delta_z']:+.2f} (weighted, in base-model standard "
         f"deviations); reward raised: **{cmp['reward_raised']}**; held-out fidelity worse on: "
-        f"**{', '.join(cmp['fidelity_worse']) or 'nothing'}**. FID extractor: {before['fidelity'].get('fid_extractor')}.",
+        f"**{', '.join(cmp['fidelity_worse']) or 'nothing'}**. "
+        f"FID extractor: {before['fidelity'].get('fid_extractor')}.",
         "",
     ]
     return lines
