@@ -76,13 +76,13 @@ class LatentCodec:
         return torch.cat(out)
 
     def mask_condition_latents(
-        self, encoded_mask: torch.Tensor, generator: torch.Generator | None = None
+        self, encoded_mask: torch.Tensor, generator: torch.Generator | None = None, chunk: int = 32
     ) -> torch.Tensor:
         """Encoded mask slices ``(N, Cm, H, W)`` (from ``LabelSpec.encode``) -> latent-grid condition."""
         if self.mask_condition == "vae":
             if encoded_mask.shape[1] != 1:
                 raise ValueError("the 'vae' mask condition expects a single grey channel (official encoding)")
-            return self.encode(encoded_mask, generator=generator)
+            return self.encode(encoded_mask, chunk=chunk, generator=generator)
         f = self.downsampling
         param = next(self.vae.parameters())
         return F.avg_pool2d(encoded_mask.to(param.device, param.dtype), kernel_size=f, stride=f)

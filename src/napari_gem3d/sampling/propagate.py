@@ -91,8 +91,10 @@ def generate(
     try:
         with torch.no_grad():
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
-            mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen)
-            ref = _informed_latent(codec, informed, cfg.window, cond_gen, device)
+            with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
+                mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen, chunk=opts.decode_chunk)
+                ref = _informed_latent(codec, informed, cfg.window, cond_gen, device)
+            mask_lat, ref = mask_lat.float(), None if ref is None else ref.float()
             lat_c, lat_h, lat_w = codec.latent_channels, *cfg.latent_size
             buffer = torch.zeros(num_slices, lat_c, lat_h, lat_w, device=device)
             if start_known:
@@ -131,7 +133,7 @@ def generate(
                 for w in group:
                     td = time.perf_counter()
                     z0, z1 = w.emit_range
-                    slices = codec.decode(buffer[z0:z1], chunk=opts.decode_chunk)[:, 0].float().cpu().numpy()
+                    slices = _decode(codec, buffer[z0:z1], opts.decode_chunk, device, precision)
                     decoded[z0:z1] = slices
                     emitted[z0:z1] = True
                     timings["decode"] += time.perf_counter() - td
@@ -145,7 +147,7 @@ def generate(
             holes = np.flatnonzero(~emitted)  # only official_compat plans leave holes (bug B4)
             if holes.size:
                 idx = torch.from_numpy(holes).to(device)
-                decoded[holes] = codec.decode(buffer[idx], chunk=opts.decode_chunk)[:, 0].float().cpu().numpy()
+                decoded[holes] = _decode(codec, buffer[idx], opts.decode_chunk, device, precision)
             timings["total"] = time.perf_counter() - t0
             latents = buffer.float().cpu().numpy()
         return SamplingResult(
@@ -158,6 +160,12 @@ def generate(
     finally:
         del buffer
         release_memory(device)
+
+
+def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str) -> np.ndarray:
+    """Latents -> float32 slices on the host, the VAE decoder in the requested precision."""
+    with autocast(device, precision):
+        return codec.decode(latents, chunk=chunk)[:, 0].float().cpu().numpy()
 
 
 def _informed_latent(codec, informed, frames: int, generator, device) -> torch.Tensor | None:

@@ -20,7 +20,7 @@ class SamplingOptions:
     mode: Mode = "gem3d"  # "baseline": mask only, windows independent (Make-A-Volume)
     inpaint_overlap: bool = True  # paste re-noised known frames at every step (RePaint-style)
     official_compat: bool = False  # the official plan, re-noising levels and posterior sampling
-    decode_chunk: int = 16
+    decode_chunk: int = 16  # slices per VAE call when encoding the mask and decoding (bounds peak memory)
     overlap: int | None = None  # None: the bundle's overlap
     max_batch_windows: int = 2  # windows per UNet call (independent windows only: baseline)
 
