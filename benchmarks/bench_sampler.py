@@ -59,7 +59,9 @@ def _mask(bundle, slices: int) -> np.ndarray:
     h, w = bundle.config.image_size
     labels = np.asarray(bundle.config.labels.labels)
     z, y, x = np.mgrid[:slices, :h, :w]
-    r = np.sqrt(((y - h / 2) / (0.4 * h)) ** 2 + ((x - w / 2) / (0.35 * w)) ** 2 + ((z - slices / 2) / (0.5 * slices)) ** 2)
+    r = np.sqrt(
+        ((y - h / 2) / (0.4 * h)) ** 2 + ((x - w / 2) / (0.35 * w)) ** 2 + ((z - slices / 2) / (0.5 * slices)) ** 2
+    )
     idx = np.clip((r * len(labels)).astype(int), 0, len(labels) - 1)
     return labels[idx].astype(np.uint8)
 
