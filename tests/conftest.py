@@ -31,7 +31,8 @@ def golden():
 
     def load(name: str):
         if name not in cache:
-            cache[name] = (load_file(str(GOLDEN / f"{name}.safetensors")), json.loads((GOLDEN / f"{name}.json").read_text()))
+            sidecar = json.loads((GOLDEN / f"{name}.json").read_text())
+            cache[name] = (load_file(str(GOLDEN / f"{name}.safetensors")), sidecar)
         return cache[name]
 
     return load

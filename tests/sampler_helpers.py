@@ -49,7 +49,9 @@ def request(mask=None, start=None, mode="gem3d", informed_image=None, true_slice
     start = mask.shape[0] // 2 if start is None else start
     informed = None
     if mode == "gem3d":
-        img = np.linspace(-1, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE) if informed_image is None else informed_image
+        img = informed_image
+        if img is None:
+            img = np.linspace(-1, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
         informed = InformedSlice(image=img, source={"kind": "test"}, is_true_slice=true_slice)
     options = SamplingOptions(**{"steps": 4, "device": "cpu", "mode": mode, **opts})
     return SamplingRequest(mask=mask, start=start, informed=informed, options=options)

@@ -25,7 +25,9 @@ def _case(codes=("L", "S", "A"), spacing=(2.0, 3.0, 2.0)):
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = (-40.0, 12.5, 7.0)
     img = nib.Nifti1Image(ras, affine).as_reoriented(
-        nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(codes))
+        nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(codes)
+        )
     )
     mask = Volume(np.asarray(img.dataobj).astype(np.uint8), img.affine)
     image = Volume((mask.array.astype(np.float32) * 100 + 20).astype(np.int16), img.affine)

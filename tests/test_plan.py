@@ -74,7 +74,10 @@ def test_short_volume_shrinks_the_window():
 
 @pytest.mark.parametrize(
     "args,match",
-    [((0, 16, 1, 0), "num_slices"), ((10, 16, 1, 10), "outside"), ((10, 16, 16, 0), "overlap"), ((10, 0, 0, 0), "window")],
+    [
+        ((0, 16, 1, 0), "num_slices"), ((10, 16, 1, 10), "outside"), ((10, 16, 16, 0), "overlap"),
+        ((10, 0, 0, 0), "window"),
+    ],
 )
 def test_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):

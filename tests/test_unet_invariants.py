@@ -91,7 +91,8 @@ def test_non_square_latents_keep_pixels_in_place():
         full = attn(h, None, BlockContext(num_frames=16))
         # reference: spatial part, then temporal attention computed pixel by pixel
         spatial_only = SelfAttention(64, 16, temporal=False)
-        spatial_only.load_state_dict({k: v for k, v in attn.state_dict().items() if not k.startswith(("qkv_t", "proj_t"))})
+        spatial_state = {k: v for k, v in attn.state_dict().items() if not k.startswith(("qkv_t", "proj_t"))}
+        spatial_only.load_state_dict(spatial_state)
         s = spatial_only(h, None, BlockContext(num_frames=16))
         y, xpix = 3, 5
         col = s[:, :, y, xpix].T[None]  # (1, c, f)

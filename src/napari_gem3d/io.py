@@ -234,11 +234,11 @@ def _read_nifti(path: Path) -> Volume:
         header["scl_slope"], header["scl_inter"] = slope, inter
     for ext in hdr.extensions:
         content = ext.get_content()
-        if ext.get_code() == NIFTI_COMMENT_CODE and isinstance(content, bytes):
-            if content.startswith(PROVENANCE_MARKER):
-                prov = _parse_provenance(content[len(PROVENANCE_MARKER) :].rstrip(b"\x00"), path)
-                if prov is not None:
-                    header["provenance"] = prov
+        if (ext.get_code() == NIFTI_COMMENT_CODE and isinstance(content, bytes)
+                and content.startswith(PROVENANCE_MARKER)):
+            prov = _parse_provenance(content[len(PROVENANCE_MARKER) :].rstrip(b"\x00"), path)
+            if prov is not None:
+                header["provenance"] = prov
     return Volume(array, img.affine, header)
 
 

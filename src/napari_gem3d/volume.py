@@ -438,7 +438,9 @@ class IntensityNorm:
         return cls(kind=data["kind"], low=float(data.get("low", 0.5)), high=float(data.get("high", 99.5)))
 
 
-def slab_from_model(slices: np.ndarray, z0: int, grid: ModelGrid, kind: ArrayKind) -> tuple[tuple[slice, ...], np.ndarray]:
+def slab_from_model(
+    slices: np.ndarray, z0: int, grid: ModelGrid, kind: ArrayKind
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """Model-grid slices ``[z0, z0 + n)`` -> ``(index, block)`` with ``source_array[index] = block``.
 
     The in-plane fit is per slice and the reorientation is a flip/transpose, so a slab of model

@@ -76,7 +76,8 @@ def test_recorded_steps_are_what_the_sampler_did():
     for ws in r.windows:
         if ws.window.informed_slice is not None:
             np.testing.assert_array_equal(ws.cond[0, -lat_channels:].numpy(), r.latents[ws.window.informed_slice])
-            assert torch.equal(ws.cond[:, -lat_channels:], ws.cond[:1, -lat_channels:].expand_as(ws.cond[:, -lat_channels:]))
+            inf = ws.cond[:, -lat_channels:]
+            assert torch.equal(inf, inf[:1].expand_as(inf))
 
 
 @pytest.mark.parametrize("mode", ["all", "lora"])

@@ -73,7 +73,8 @@ def test_3d_critic_catches_shuffled_slices_that_the_2d_critic_cannot(critics):
         # the 2-D critic scores each slice alone: the volume score is the same set of numbers
         assert slice_logits(cs["realism2d"], shuffled).mean() == pytest.approx(
             slice_logits(cs["realism2d"], img).mean(), abs=1e-5)
-        wins += chunk_logits(cs["coherence3d"], img, DEPTH).mean() > chunk_logits(cs["coherence3d"], shuffled, DEPTH).mean()
+        coherence = cs["coherence3d"]
+        wins += chunk_logits(coherence, img, DEPTH).mean() > chunk_logits(coherence, shuffled, DEPTH).mean()
     assert wins == len(held_real)
 
 

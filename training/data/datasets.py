@@ -41,7 +41,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     """Yields this rank's keys ``[(step, i), ...]`` for steps ``start_step .. total_steps - 1``."""
 
     def __init__(self, batch_size: int, total_steps: int, start_step: int = 0, rank: int = 0, world: int = 1):
-        self.batch_size, self.total, self.start, self.rank, self.world = batch_size, total_steps, start_step, rank, world
+        self.batch_size, self.total, self.start = batch_size, total_steps, start_step
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)

@@ -36,9 +36,13 @@ class RolloutConfig:
 
     def __post_init__(self):
         if self.eta <= 0:
-            raise ValueError(f"rollout.eta must be > 0 (eta = 0 gives a deterministic step with no density), got {self.eta}")
+            raise ValueError(
+                f"rollout.eta must be > 0 (eta = 0 gives a deterministic step with no density), got {self.eta}"
+            )
         if self.group_size < 2:
-            raise ValueError(f"rollout.group_size must be >= 2 (advantages are normalised per group), got {self.group_size}")
+            raise ValueError(
+                f"rollout.group_size must be >= 2 (advantages are normalised per group), got {self.group_size}"
+            )
         if self.start not in ("middle", "random"):
             raise ValueError(f"rollout.start must be middle or random, got {self.start!r}")
 
@@ -175,7 +179,9 @@ def rl_config_from_dict(raw: dict, base_dir: str | Path = ".") -> RLConfig:
     data = raw.pop("data", {}) or {}
     out, seed = raw.pop("out"), int(raw.pop("seed", 0))
     if raw:
-        raise ValueError(f"unknown top-level RL config key(s) {sorted(raw)}; known: out, seed, data, {sorted(_SECTIONS)}")
+        raise ValueError(
+            f"unknown top-level RL config key(s) {sorted(raw)}; known: out, seed, data, {sorted(_SECTIONS)}"
+        )
     return RLConfig(out=str(out), seed=seed, data=dict(data), base_dir=str(base_dir), **kwargs)
 
 

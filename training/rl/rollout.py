@@ -107,8 +107,10 @@ class RolloutRecorder:
     def on_step(self, i, x_t, x_prev, log_prob) -> None:
         if log_prob is None:
             raise RuntimeError("the sampler returned no log-probability for a recorded step (eta must be > 0)")
-        self._round["steps"].append((int(i), x_t.detach().float().to(self.store), x_prev.detach().float().to(self.store),
-                                     log_prob.detach().float().to(self.store)))
+        def keep(t):
+            return t.detach().float().to(self.store)
+
+        self._round["steps"].append((int(i), keep(x_t), keep(x_prev), keep(log_prob)))
 
     def on_round_end(self, x0) -> None:
         r, self._round = self._round, None

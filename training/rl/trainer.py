@@ -305,13 +305,14 @@ class RLTrainer:
             self.history.append(log)
             if on_epoch:
                 on_epoch(log)
+            shown = ("reward/", "kl_ref", "clipfrac", "ratio_dev_first")
             self.log(f"[rl] epoch {epoch + 1}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in log.items() if k.startswith(("reward/", "kl_ref", "clipfrac", "ratio_dev_first"))))
+                f"{k} {v:.4g}" for k, v in log.items() if k.startswith(shown)))
             last = epoch + 1 == epochs
-            if heldout is not None and ((eval_every and (epoch + 1) % eval_every == 0) or last):
-                if evaluate(epoch + 1) and not last:
-                    self.log(f"[rl] early stop after epoch {epoch + 1}: no held-out improvement in {patience} evaluations")
-                    break
+            due = heldout is not None and ((eval_every and (epoch + 1) % eval_every == 0) or last)
+            if due and evaluate(epoch + 1) and not last:
+                self.log(f"[rl] early stop after epoch {epoch + 1}: no held-out improvement in {patience} evaluations")
+                break
         if heldout is not None and restore_best and best_state is not None:
             self.load_trainable_state(best_state)
             self.history.append({"restored_best_heldout": best})

@@ -11,10 +11,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volume", type=Path, help="GEM-3D stage-2 volume model checkpoint (.ckpt)")
     p.add_argument("--base", type=Path, help="mask-only baseline checkpoint")
     p.add_argument("--slice", type=Path, help="position-conditioned slice model checkpoint")
-    p.add_argument("--vae", type=Path, help="standalone KL-f8 autoencoder checkpoint (optional: GEM-3D checkpoints carry it)")
+    p.add_argument("--vae", type=Path,
+                   help="standalone KL-f8 autoencoder checkpoint (optional: GEM-3D checkpoints carry it)")
     p.add_argument("--labels", choices=["brain", "abdomen"], default="brain", help="label set of the training data")
-    p.add_argument("--params", type=Path, help="JSON with official constructor params per kind, if not the published ones")
-    p.add_argument("--slice-ema", action="store_true", help="use the slice model's EMA weights (the official scripts do not)")
+    p.add_argument("--params", type=Path,
+                   help="JSON with official constructor params per kind, if not the published ones")
+    p.add_argument("--slice-ema", action="store_true",
+                   help="use the slice model's EMA weights (the official scripts do not)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     p.add_argument("--overwrite", action="store_true")
 

@@ -10,8 +10,10 @@ from .common import add_sampling_options, load_model, run_with_progress, samplin
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", type=Path, required=True, help="label volume (NIfTI or NRRD)")
-    p.add_argument("--image", type=Path, help="image whose slice at --position is the informed slice (and the geometry)")
-    p.add_argument("--informed-from", type=Path, help="take the informed slice from this volume instead (counterfactual)")
+    p.add_argument("--image", type=Path,
+                   help="image whose slice at --position is the informed slice (and the geometry)")
+    p.add_argument("--informed-from", type=Path,
+                   help="take the informed slice from this volume instead (counterfactual)")
     p.add_argument("--out", type=Path, required=True, help="output volume (.nii.gz, .nii or .nrrd)")
     p.add_argument("--overwrite", action="store_true")
     add_sampling_options(p)

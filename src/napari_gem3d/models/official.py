@@ -32,7 +32,8 @@ class KeyMismatchError(KeyError):
         self.missing, self.unexpected, self.shape_errors = missing, unexpected, shape_errors or []
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            more = " ..." if len(missing) > 20 else ""
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:20])}{more}")
         if unexpected:
             parts.append(
                 f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:20])}"

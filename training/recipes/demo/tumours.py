@@ -47,7 +47,8 @@ def insert_tumour(image: np.ndarray, tissue: np.ndarray, spacing, rng: np.random
     lo = np.maximum(centre - reach, 0)
     hi = np.minimum(centre + reach + 1, image.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
-    grids = np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, spacing, strict=False)], indexing="ij")
+    axes = [(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, spacing, strict=False)]
+    grids = np.meshgrid(*axes, indexing="ij")
     dist = np.sqrt(sum(g**2 for g in grids))
     shape = dist.shape
     outer = dist + 0.28 * R * _smooth_noise(shape, spacing, rng, 0.5 * R)
