@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one script: CUDA tests, then the official-size benchmark and its variants.
 # Usage (from the repo root, on a CUDA machine with the package importable): bash benchmarks/gpu_checks.sh [OUTDIR]
-# Writes OUTDIR/pytest.log and OUTDIR/bench.jsonl (one JSON line per configuration).
+# Writes OUTDIR/pytest.log, OUTDIR/bench.jsonl (one JSON line per configuration) and OUTDIR/temporal_conv.jsonl.
 set -u
 out=${1:-gpu_checks_out}
 mkdir -p "$out"
@@ -24,3 +24,5 @@ bench --config official --device cuda --precision bf16 --channels-last --skip-re
 bench --config official --device cuda --precision bf16 --decode-chunk 8 --skip-reference
 bench --config official --device cuda --precision fp32 --skip-reference
 bench --config tiny --device cuda --precision bf16
+# 4. candidate copy-free temporal convolutions against the model's (same numbers, time ratio)
+timeout 120 $py benchmarks/bench_temporal_conv.py --device cuda --precision bf16 | tee -a "$out/temporal_conv.jsonl"
