@@ -82,6 +82,7 @@ class ModelConfig:
     unet: dict = field(default_factory=dict)  # UNetConfig fields shared by the volume/baseline UNets
     slice_unet: dict = field(default_factory=dict)  # overrides for the slice UNet (context_dim, ...)
     schedule: dict = field(default_factory=dict)  # NoiseSchedule fields (kind: cosine, ...)
+    mask_injection: bool = False  # Lesion-DDPM multi-level mask injection in the volume/baseline UNet a stage trains
     window: int = 16
     overlap: int = 1
     name: str = "gem3d-trained"

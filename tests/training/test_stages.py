@@ -132,3 +132,23 @@ def test_vae_with_patch_adversarial_loss(tmp_path, pairs_data):
     raw["vae"].update(perceptual_weight=1.0, perceptual_weights=str(tmp_path / "missing.pt"))
     with pytest.raises(ValueError, match="perceptual_weights"):
         run_stage(config_from_dict({**raw, "out": str(tmp_path / "p")}), progress=False)
+
+
+def test_mask_injection_trains_in_stage1_and_stays_frozen_in_stage2(chain, tmp_path, pairs_data):
+    raw = tiny_config(tmp_path, pairs_data, "volume-stage1", "inj1", train={"steps": 2, "batch_size": 1})
+    raw["model"].update(init_bundle=str(chain["vae"]), mask_injection=True)
+    result = run_stage(config_from_dict(raw), progress=False)
+    bundle = load_bundle(result["bundle"])
+    cfg = bundle.config.unets["volume"]
+    assert cfg.mask_injection == bundle.config.labels.num_channels  # the pooled one-hot mask channels
+    trained = [conv.weight for conv in bundle.volume.inject]
+    assert any(w.abs().sum() > 0 for w in trained)  # zero-initialised, moved by training
+    assert np.isfinite(_sample(bundle, "gem3d")).all()
+
+    raw2 = tiny_config(tmp_path, pairs_data, "volume-stage2", "inj2", train={"steps": 1, "batch_size": 1})
+    raw2["model"]["init_bundle"] = result["bundle"]
+    task = DiffusionTask(config_from_dict(raw2), CPU)
+    run_loop(task, progress=False)
+    assert task.unet.config.mask_injection == cfg.mask_injection and task.unet.config.temporal
+    for conv, before in zip(task.unet.inject, trained, strict=True):
+        assert not conv.weight.requires_grad and torch.equal(conv.weight, before)

@@ -81,6 +81,9 @@ def component_config(current, cfg, component: str, temporal: bool):
         overrides.pop(fixed, None)
     if component != "slice":
         overrides["temporal"] = temporal
+        if cfg.model.mask_injection:  # the mask channels follow the noisy latent (volume: then the informed latent)
+            informed = current.out_channels if component == "volume" else 0
+            overrides["mask_injection"] = current.in_channels - current.out_channels - informed
     return dataclasses.replace(current, **overrides)
 
 

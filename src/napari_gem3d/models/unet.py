@@ -47,6 +47,10 @@ class UNetConfig:
     context_dim: int | None = None  # set => transformer blocks with a position context (slice model)
     transformer_depth: int = 1
     dropout: float = 0.0
+    # multi-level mask injection (Lesion-DDPM): the mask condition, input channels
+    # [out_channels, out_channels + mask_injection), is area-pooled to every stage's resolution and
+    # added through a zero-initialised 1x1 convolution after each stage; 0 = off (the official models)
+    mask_injection: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -60,6 +64,13 @@ class UNetConfig:
                 )
         if self.temporal and self.context_dim is not None:
             raise ValueError("temporal layers belong to the volume model; the slice model has none")
+        if self.mask_injection and (self.context_dim is not None or self.mask_injection < 0
+                                    or self.out_channels + self.mask_injection > self.in_channels):
+            raise ValueError(
+                f"mask_injection={self.mask_injection} needs a mask-conditioned UNet with the mask in input channels "
+                f"[{self.out_channels}, {self.out_channels + self.mask_injection}) of {self.in_channels} "
+                "(volume or baseline model; the slice model has no mask)"
+            )
 
     @property
     def downsampling(self) -> int:
@@ -95,6 +106,7 @@ class _UNetCore(nn.Module):
 
         self.down = nn.ModuleList([Stage(Stem(cfg.in_channels, mc, temporal))])
         skip_channels = [mc]
+        stage_channels = [mc]  # output channels of every stage, in call order (mask injection)
         ch, ds = mc, 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -108,6 +120,7 @@ class _UNetCore(nn.Module):
                 self.down.append(Stage(Downsample(ch, temporal)))
                 skip_channels.append(ch)
                 ds *= 2
+        stage_channels += skip_channels[1:] + [ch]  # the down stages, then the middle
 
         self.mid = Stage(
             ResBlock(ch, ch, emb_dim, temporal, cfg.dropout),
@@ -126,10 +139,14 @@ class _UNetCore(nn.Module):
                     blocks.append(Upsample(ch, temporal))
                     ds //= 2
                 self.up.append(Stage(*blocks))
+                stage_channels.append(ch)
 
         self.out_norm = unet_norm(ch)
         self.out_conv = zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
         self.out_tconv = TemporalConv(cfg.out_channels) if temporal else None
+        self.inject = None
+        if cfg.mask_injection:
+            self.inject = nn.ModuleList(zero_(nn.Conv2d(cfg.mask_injection, c, 1)) for c in stage_channels)
 
     def run(self, x: torch.Tensor, t: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
         """``x`` is a 2-D batch ``(n, c, h, w)``; ``t`` has one timestep per image."""
@@ -140,18 +157,36 @@ class _UNetCore(nn.Module):
                 f"(the UNet downsamples {len(self.config.channel_mult) - 1} times)"
             )
         emb = self.time_mlp(timestep_embedding(t, self.config.model_channels, dtype=_embedding_dtype(x)).to(x.dtype))
+        inject = self._mask_injector(x)
         skips = []
         h = x
         for stage in self.down:
-            h = stage(h, emb, ctx)
+            h = inject(stage(h, emb, ctx))
             skips.append(h)
-        h = self.mid(h, emb, ctx)
+        h = inject(self.mid(h, emb, ctx))
         for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, ctx)
+            h = inject(stage(torch.cat([h, skips.pop()], dim=1), emb, ctx))
         h = self.out_conv(F.silu(self.out_norm(h)))
         if self.out_tconv is not None:
             h = self.out_tconv(h, ctx.num_frames)
         return h
+
+
+    def _mask_injector(self, x: torch.Tensor):
+        """``h -> h + conv_k(mask pooled to h's size)`` for the k-th stage output (identity when off)."""
+        if self.inject is None:
+            return lambda h: h
+        lo = self.config.out_channels
+        mask = x[:, lo : lo + self.config.mask_injection]
+        convs, pooled = iter(self.inject), {}
+
+        def add(h: torch.Tensor) -> torch.Tensor:
+            size = tuple(h.shape[-2:])
+            if size not in pooled:
+                pooled[size] = F.adaptive_avg_pool2d(mask, size)
+            return h + next(convs)(pooled[size])
+
+        return add
 
 
 class VolumeUNet(_UNetCore):
