@@ -7,16 +7,10 @@ import pytest
 import torch
 
 from napari_gem3d.models.unet import UNetConfig, VolumeUNet
+from net_helpers import randomise
 
 CFG = dict(in_channels=4 + 7 + 4, out_channels=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
            attention_resolutions=(2,), num_head_channels=16, temporal=True)
-
-
-def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 def test_off_by_default_and_for_official_configs():
@@ -26,7 +20,7 @@ def test_off_by_default_and_for_official_configs():
 
 def test_zero_initialised_injection_changes_nothing():
     plain = VolumeUNet(UNetConfig(**CFG))
-    _randomise(plain)
+    randomise(plain)
     injected = VolumeUNet(UNetConfig(**CFG, mask_injection=7))
     missing, unexpected = injected.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith("inject.") for k in missing)
@@ -46,7 +40,7 @@ def _mask_gradient(model: VolumeUNet, x: torch.Tensor, t: torch.Tensor) -> torch
 
 def test_trained_injection_carries_the_mask_to_every_level():
     model = VolumeUNet(UNetConfig(**CFG, mask_injection=7))
-    _randomise(model)
+    randomise(model)
     x, t = torch.randn(1, 4, 15, 16, 16), torch.tensor([500])
     with_injection = _mask_gradient(model, x, t)
     assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in model.inject)

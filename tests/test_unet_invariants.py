@@ -8,22 +8,16 @@ import torch
 from napari_gem3d.models.layers import fold_frames, from_columns, to_columns, unfold_frames
 from napari_gem3d.models.unet import UNetConfig, VolumeUNet, is_temporal_name
 from napari_gem3d.models.vae import AutoencoderKL, VAEConfig
+from net_helpers import randomise
 
 TINY = dict(in_channels=12, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
             attention_resolutions=(2,), num_head_channels=16)
 
 
-def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-
-
 def test_identity_temporal_layers_equal_2d_unet_slice_by_slice():
     torch.manual_seed(0)
     unet2d = VolumeUNet(UNetConfig(**TINY, temporal=False))
-    _randomise(unet2d)  # zero-initialised 2-D layers made non-trivial
+    randomise(unet2d)  # zero-initialised 2-D layers made non-trivial
     unet3d = VolumeUNet(UNetConfig(**TINY, temporal=True))
     missing, unexpected = unet3d.load_state_dict(unet2d.state_dict(), strict=False)
     assert not unexpected
@@ -40,7 +34,7 @@ def test_identity_temporal_layers_equal_2d_unet_slice_by_slice():
 def test_perturbing_a_temporal_layer_breaks_the_equality():
     """The invariant test above can fail: a non-identity temporal conv changes the output."""
     unet2d = VolumeUNet(UNetConfig(**TINY, temporal=False))
-    _randomise(unet2d)
+    randomise(unet2d)
     unet3d = VolumeUNet(UNetConfig(**TINY, temporal=True))
     unet3d.load_state_dict(unet2d.state_dict(), strict=False)
     with torch.no_grad():
@@ -85,7 +79,7 @@ def test_non_square_latents_keep_pixels_in_place():
     from napari_gem3d.models.unet_blocks import BlockContext, SelfAttention
 
     attn = SelfAttention(64, 16, temporal=True)
-    _randomise(attn, 3)
+    randomise(attn, 3)
     h = torch.randn(16, 64, 4, 6)
     with torch.no_grad():
         full = attn(h, None, BlockContext(num_frames=16))
@@ -108,7 +102,7 @@ def test_non_square_latents_keep_pixels_in_place():
 def test_windows_do_not_interact():
     torch.manual_seed(1)
     unet = VolumeUNet(UNetConfig(**TINY, temporal=True))
-    _randomise(unet, 2)
+    randomise(unet, 2)
     x = torch.randn(2, 16, 12, 8, 8)
     t = torch.tensor([5, 900])
     with torch.no_grad():
