@@ -61,7 +61,7 @@ class LatentStore:
             img = np.asarray(self.cases[index].image)
             if flip:
                 img = img[..., ::-1]
-            x = torch.tensor(img)[:, None].to(self.device)  # a copy: cached cases may be read-only memory maps
+            x = torch.from_numpy(np.array(img, order="C"))[:, None].to(self.device)  # a writable copy
             self._memo[key] = self.codec.encode(x, chunk=self.chunk).float()
         return self._memo[key]
 
