@@ -320,11 +320,14 @@ def to_model(
     return np.pad(oriented, ((0, 0), *grid.pad), mode="constant", constant_values=pad_value)
 
 
-def from_model(array: np.ndarray, grid: ModelGrid, kind: ArrayKind) -> Volume:
+def from_model(array: np.ndarray, grid: ModelGrid, kind: ArrayKind, chunk: int = 8) -> Volume:
     """Model-grid ``(Z, h, w)`` array -> new Volume on the source shape and affine.
 
     Inverse of :func:`to_model`: crop the padding, resize back (labels nearest), undo the reorientation.
     The result has an empty header; use ``source.with_array(result.array)`` to keep the source's header.
+    Built from :func:`slab_from_model` ``chunk`` slices at a time: the same numbers as one whole-stack
+    pass (the in-plane fit is per slice), with the interpreter free between slabs, so a GUI thread
+    stays responsive while a worker maps a large volume back.
     """
     _check_kind(kind)
     array = np.asarray(array)
@@ -332,15 +335,12 @@ def from_model(array: np.ndarray, grid: ModelGrid, kind: ArrayKind) -> Volume:
         raise ValueError(
             f"Expected a model-grid array of shape {grid.model_shape} (Z, h, w), got {array.shape}."
         )
-    (top, _), (left, _) = grid.pad
-    rh, rw = grid.resized_shape
-    inner = array[:, top : top + rh, left : left + rw]
-    if kind == "image":
-        inner = inner.astype(np.float32, copy=False)
-    if grid.resized_shape != grid.oriented_shape[1:]:
-        inner = _resize_inplane(inner, grid.oriented_shape[1:], kind)  # type: ignore[arg-type]
-    stored = nio.apply_orientation(inner, grid.inverse_ornt)
-    out = np.array(stored, order="C", copy=True)  # new memory, never a view of the model array
+    out = None
+    for z0 in range(0, grid.num_slices, max(1, chunk)):
+        index, block = slab_from_model(array[z0 : z0 + chunk], z0, grid, kind)
+        if out is None:  # new memory, never a view of the model array
+            out = np.empty(grid.source_shape, dtype=block.dtype)
+        out[index] = block
     return Volume(out, grid.source_affine)
 
 
@@ -444,8 +444,8 @@ def slab_from_model(
     """Model-grid slices ``[z0, z0 + n)`` -> ``(index, block)`` with ``source_array[index] = block``.
 
     The in-plane fit is per slice and the reorientation is a flip/transpose, so a slab of model
-    slices maps exactly onto a slab of the source array (live preview of a partial volume).
-    Equals the matching part of :func:`from_model` on the whole stack.
+    slices maps exactly onto a slab of the source array (live preview of a partial volume);
+    :func:`from_model` is made of such slabs.
     """
     _check_kind(kind)
     slices = np.asarray(slices)
