@@ -207,6 +207,9 @@ def test_event_loop_stays_responsive_during_sampling(viewer_case, qtbot):
         "windows": len(windows),
         "steps": 8,
         "run_seconds": round(windows[-1] - started, 2),
+        # where the longest gap sits, against the window arrivals (s after Run): finds the stall
+        "max_gap_starts_s": round(float(ticks[int(np.argmax(gaps))] - started), 3),
+        "windows_at_s": [round(w - started, 3) for w in windows],
         "load_average": os.getloadavg()[0],
     }
     out = Path(
