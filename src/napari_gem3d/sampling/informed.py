@@ -93,7 +93,7 @@ def generate_informed(
                              prediction=cfg.schedule.prediction, cancel=cancel)
             image = bundle.codec.decode(latent)[0, 0].clamp(-1, 1).float().cpu().numpy()
     finally:
-        release_memory(dev)
+        release_memory(dev, collect=False)  # no GIL-holding gc in a worker thread
     source = {"kind": "generated", "position": float(position), "seed": seed, "steps": steps, "eta": eta,
               "model": cfg.name}
     return InformedSlice(image=image, latent=latent[0].float().cpu().numpy(), source=source)

@@ -159,7 +159,7 @@ def generate(
         )
     finally:
         del buffer
-        release_memory(device)
+        release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
 
 
 def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str) -> np.ndarray:
