@@ -335,9 +335,9 @@ def from_model(array: np.ndarray, grid: ModelGrid, kind: ArrayKind, chunk: int =
         raise ValueError(
             f"Expected a model-grid array of shape {grid.model_shape} (Z, h, w), got {array.shape}."
         )
-    out = None
-    for z0 in range(0, grid.num_slices, max(1, chunk)):
-        index, block = slab_from_model(array[z0 : z0 + chunk], z0, grid, kind)
+    out, step = None, max(1, int(chunk))
+    for z0 in range(0, grid.num_slices, step):
+        index, block = slab_from_model(array[z0 : z0 + step], z0, grid, kind)
         if out is None:  # new memory, never a view of the model array
             out = np.empty(grid.source_shape, dtype=block.dtype)
         out[index] = block

@@ -171,7 +171,6 @@ class _UNetCore(nn.Module):
             h = self.out_tconv(h, ctx.num_frames)
         return h
 
-
     def _mask_injector(self, x: torch.Tensor):
         """``h -> h + conv_k(mask pooled to h's size)`` for the k-th stage output (identity when off)."""
         if self.inject is None:
