@@ -28,7 +28,7 @@ from napari_gem3d.models import build_bundle, load_bundle
 from napari_gem3d.models.presets import official_config, small_config
 from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest, plan_windows
 from napari_gem3d.sampling.denoise import Known, SeededNoise, denoise
-from napari_gem3d.sampling.device import resolve_device
+from napari_gem3d.sampling.device import autocast, effective_precision, resolve_device
 from napari_gem3d.sampling.propagate import generate
 
 CONFIGS = {
@@ -72,14 +72,28 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-def warm_up(bundle, request, device) -> None:
-    """Load the kernels of both loops once (CUDA), on a short volume with one step."""
-    if device.type != "cuda":
+def warm_up(bundle, request, device, always: bool = False) -> None:
+    """Load the kernels of both loops once (CUDA; or ``always``: compilation), on a short volume with one step."""
+    if device.type != "cuda" and not always:
         return
-    small = replace(request, mask=request.mask[: bundle.config.window + 4], start=2,
-                    options=replace(request.options, steps=1))
+    n = min(3 * bundle.config.window, request.mask.shape[0])  # a centre window, then a batched up + down round
+    small = replace(request, mask=request.mask[:n], start=n // 2, options=replace(request.options, steps=1))
     run_ours(bundle, small)
     run_reference(bundle, small, device)
+
+
+def compile_volume_unet(bundle, request, device) -> float:
+    """Swap in ``torch.compile(volume UNet)`` and return its max abs difference from eager on one window call."""
+    eager = bundle.volume
+    cfg = bundle.config
+    h, w = cfg.latent_size
+    x = torch.randn(1, cfg.window, eager.config.in_channels, h, w, device=device)
+    t = torch.tensor([500], device=device)
+    compiled = torch.compile(eager, dynamic=False)  # one graph per window batch (1 and 2), made in the warm-up
+    with torch.no_grad(), autocast(device, effective_precision(request.options.precision, device)):
+        diff = (compiled(x, t).float() - eager(x, t).float()).abs().max().item()
+    bundle.unets["volume"] = compiled
+    return round(diff, 6)
 
 
 def run_ours(bundle, request) -> tuple[float, int]:
@@ -93,7 +107,7 @@ def run_ours(bundle, request) -> tuple[float, int]:
 def run_reference(bundle, request, device) -> float:
     """The official way: fp32, sequential windows (up pass, then down pass), per-window encode/decode."""
     cfg, opts, codec = bundle.config, request.options, bundle.codec
-    unet = bundle.volume
+    unet = getattr(bundle.volume, "_orig_mod", bundle.volume)  # the reference is never compiled
     mask = request.mask
     windows = plan_windows(mask.shape[0], cfg.window, cfg.overlap, request.start, official=True)
     ordered = [w for w in windows if w.direction == "up"] + [w for w in windows if w.direction == "down"]
@@ -138,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--slices", type=int, default=None)
     p.add_argument("--decode-chunk", type=int, default=16, help="slices per VAE call (bounds peak memory)")
     p.add_argument("--channels-last", action="store_true", help="experiment: networks in channels_last format")
+    p.add_argument("--compile", action="store_true",
+                   help="experiment: torch.compile the volume UNet (compiled during the warm-up; output checked)")
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
     spec = CONFIGS[args.config]
@@ -157,7 +173,8 @@ def main(argv=None) -> int:
     options = SamplingOptions(steps=steps, device=str(device), precision=args.precision, seed=0,
                               decode_chunk=args.decode_chunk)
     request = SamplingRequest(mask=mask, start=slices // 2, informed=informed, options=options)
-    warm_up(bundle, request, device)
+    compile_diff = compile_volume_unet(bundle, request, device) if args.compile else None
+    warm_up(bundle, request, device, always=args.compile)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds, windows = run_ours(bundle, request)
@@ -175,6 +192,8 @@ def main(argv=None) -> int:
         "steps": steps,
         "decode_chunk": args.decode_chunk,
         "channels_last": args.channels_last,
+        "compiled": args.compile,
+        "compiled_max_abs_diff": compile_diff,
         "windows": windows,
         "seconds_total": round(seconds, 3),
         "seconds_per_window": round(seconds / windows, 3),

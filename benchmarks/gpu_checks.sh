@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one script: CUDA tests, then the official-size benchmark and its variants.
 # Usage (from the repo root, on a CUDA machine with the package importable): bash benchmarks/gpu_checks.sh [OUTDIR]
-# Writes OUTDIR/pytest.log, OUTDIR/bench.jsonl (one JSON line per configuration) and OUTDIR/temporal_conv.jsonl.
+# About 5 minutes on an H100 before step 5 (compilation adds minutes). Writes OUTDIR/pytest.log, OUTDIR/bench.jsonl (one JSON line per configuration) and OUTDIR/temporal_conv.jsonl.
 set -u
 out=${1:-gpu_checks_out}
 mkdir -p "$out"
@@ -26,3 +26,5 @@ bench --config official --device cuda --precision fp32 --skip-reference
 bench --config tiny --device cuda --precision bf16
 # 4. candidate copy-free temporal convolutions against the model's (same numbers, time ratio)
 timeout 120 $py benchmarks/bench_temporal_conv.py --device cuda --precision bf16 | tee -a "$out/temporal_conv.jsonl"
+# 5. last, as it may take minutes to compile: torch.compile of the volume UNet (checked against eager)
+T=400 bench --config official --device cuda --precision bf16 --compile --skip-reference
