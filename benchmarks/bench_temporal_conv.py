@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 from napari_gem3d.models.layers import TemporalConv
 from napari_gem3d.sampling.device import autocast, resolve_device
@@ -73,15 +73,7 @@ def main(argv=None) -> int:
         ref = candidates["columns_conv1d"]().float()
         for name, fn in candidates.items():
             result[f"{name}_max_abs_diff"] = round((fn().float() - ref).abs().max().item(), 6)
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(args.reps):
-                fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            result[f"{name}_ms"] = round((time.perf_counter() - t0) / args.reps * 1e3, 3)
+            result[f"{name}_ms"] = round(timed(fn, args.reps, device) * 1e3, 3)
     for name in ("stacked_1x1", "per_window_1x1"):
         result[f"{name}_speedup"] = round(result["columns_conv1d_ms"] / result[f"{name}_ms"], 3)
     print(json.dumps(result))

@@ -5,23 +5,12 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
+from timing import timed
 from torch.profiler import ProfilerActivity, profile
 
 from napari_gem3d.models import build_bundle
 from napari_gem3d.models.presets import official_config
-
-
-def timed(fn, reps: int = 5) -> float:
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / reps
 
 
 def main() -> None:
@@ -35,16 +24,16 @@ def main() -> None:
         for b in (1, 2):
             x = torch.randn(b, 16, 12, 64, 64, device=dev)
             with auto:
-                s = timed(lambda x=x, b=b: unet(x, t.expand(b)))
+                s = timed(lambda x=x, b=b: unet(x, t.expand(b)), 5, dev)
             print(f"unet bf16 batch {b}x16 frames: {s * 1e3:.1f} ms")
         x = torch.randn(1, 16, 12, 64, 64, device=dev)
-        s = timed(lambda: unet(x, t))
+        s = timed(lambda: unet(x, t), 5, dev)
         print(f"unet fp32 batch 1x16 frames: {s * 1e3:.1f} ms")
         z = torch.randn(16, 4, 64, 64, device=dev)
         img = torch.randn(16, 3, 512, 512, device=dev)
         with auto:
-            print(f"vae decode bf16 16 slices: {timed(lambda: vae.decode(z), 2) * 1e3:.1f} ms")
-            print(f"vae encode bf16 16 slices: {timed(lambda: vae.posterior(img), 2) * 1e3:.1f} ms")
+            print(f"vae decode bf16 16 slices: {timed(lambda: vae.decode(z), 2, dev) * 1e3:.1f} ms")
+            print(f"vae encode bf16 16 slices: {timed(lambda: vae.posterior(img), 2, dev) * 1e3:.1f} ms")
         with auto, profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
                 unet(x, t)

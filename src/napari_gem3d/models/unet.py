@@ -106,7 +106,6 @@ class _UNetCore(nn.Module):
 
         self.down = nn.ModuleList([Stage(Stem(cfg.in_channels, mc, temporal))])
         skip_channels = [mc]
-        stage_channels = [mc]  # output channels of every stage, in call order (mask injection)
         ch, ds = mc, 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -120,7 +119,7 @@ class _UNetCore(nn.Module):
                 self.down.append(Stage(Downsample(ch, temporal)))
                 skip_channels.append(ch)
                 ds *= 2
-        stage_channels += skip_channels[1:] + [ch]  # the down stages, then the middle
+        stage_channels = [*skip_channels, ch]  # output channels of every stage in call order: down, middle, up
 
         self.mid = Stage(
             ResBlock(ch, ch, emb_dim, temporal, cfg.dropout),

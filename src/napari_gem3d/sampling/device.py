@@ -46,14 +46,12 @@ def autocast(device: torch.device, precision: str):
 
 
 def release_memory(device: torch.device, collect: bool = True) -> None:
-    """Return cached device memory to the driver (no-op on the CPU).
+    """Collect garbage, then return cached device memory to the driver (nothing to return on the CPU).
 
-    ``collect=False`` skips the garbage collection first: that is what a worker thread wants at the
-    end of every run, since a full collection holds the GIL (measured: ~0.5 s in a napari session,
-    a frozen GUI for that long); the tensors of a run are freed by reference counting anyway.
+    ``collect=False`` skips the garbage collection: that is what a worker thread wants at the end of
+    every run, since a full collection holds the GIL (measured: ~0.5 s in a napari session, a frozen
+    GUI for that long); the tensors of a run are freed by reference counting anyway.
     """
-    if device.type == "cpu":
-        return
     if collect:
         import gc
 
