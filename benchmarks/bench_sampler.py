@@ -29,6 +29,7 @@ from napari_gem3d.models.presets import official_config, small_config
 from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest, plan_windows
 from napari_gem3d.sampling.denoise import Known, SeededNoise, denoise
 from napari_gem3d.sampling.device import autocast, effective_precision, resolve_device
+from napari_gem3d.sampling.pipeline import run_to_end
 from napari_gem3d.sampling.propagate import generate
 
 CONFIGS = {
@@ -96,12 +97,13 @@ def compile_volume_unet(bundle, request, device) -> float:
     return round(diff, 6)
 
 
-def run_ours(bundle, request) -> tuple[float, int]:
+def run_ours(bundle, request):
+    """Seconds for one generation and its :class:`SamplingResult` (windows, provenance, phase timings)."""
     t0 = time.perf_counter()
-    n = sum(1 for _ in generate(bundle, request))
+    result = run_to_end(generate(bundle, request))
     if request.options.device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, n
+    return time.perf_counter() - t0, result
 
 
 def run_reference(bundle, request, device) -> float:
@@ -150,7 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--slices", type=int, default=None)
-    p.add_argument("--decode-chunk", type=int, default=16, help="slices per VAE call (bounds peak memory)")
+    p.add_argument("--decode-chunk", type=int, default=None,
+                   help="slices per VAE call (bounds peak memory); default: the sampler's automatic choice")
     p.add_argument("--channels-last", action="store_true", help="experiment: networks in channels_last format")
     p.add_argument("--compile", action="store_true",
                    help="experiment: torch.compile the volume UNet (compiled during the warm-up; output checked)")
@@ -177,7 +180,8 @@ def main(argv=None) -> int:
     warm_up(bundle, request, device, always=args.compile)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds, windows = run_ours(bundle, request)
+    seconds, result = run_ours(bundle, request)
+    windows, phases = len(result.windows), result.provenance["timings_s"]
     peak = _peak_memory_mb(device)
     ref = None if args.skip_reference else run_reference(bundle, request, device)
     ref_windows = len(plan_windows(slices, bundle.config.window, bundle.config.overlap, slices // 2, official=True))
@@ -190,13 +194,14 @@ def main(argv=None) -> int:
         "precision": args.precision if device.type != "cpu" else "fp32",
         "volume": [slices, h, w],
         "steps": steps,
-        "decode_chunk": args.decode_chunk,
+        "decode_chunk": result.provenance["decode_chunk"],
         "channels_last": args.channels_last,
         "compiled": args.compile,
         "compiled_max_abs_diff": compile_diff,
         "windows": windows,
         "seconds_total": round(seconds, 3),
         "seconds_per_window": round(seconds / windows, 3),
+        "seconds_encode_denoise_decode": [phases["encode"], phases["denoise"], phases["decode"]],
         "peak_memory_mb": round(peak, 1),
         "reference_windows": ref_windows,
         "reference_seconds_total": None if ref is None else round(ref, 3),

@@ -32,4 +32,13 @@ def test_bench_sampler_prints_the_promised_fields():
 def test_temporal_conv_candidates_give_the_models_numbers():
     r = _one_json_line("benchmarks/bench_temporal_conv.py", "--channels", "32", "--size", "8", "--reps", "1")
     assert r["columns_conv1d_max_abs_diff"] == 0
-    assert r["stacked_1x1_max_abs_diff"] < 1e-4 and r["per_window_1x1_max_abs_diff"] < 1e-4
+    for name in ("stacked_1x1", "per_window_1x1", "per_window_baddbmm"):
+        assert r[f"{name}_max_abs_diff"] < 1e-4, name
+
+
+def test_decode_memory_bench_fits_a_per_slice_cost():
+    r = _one_json_line("benchmarks/bench_decode_memory.py", "--device", "cpu", "--size", "64", "--chunks", "1,4")
+    assert set(r["per_chunk"]) == {"1", "4"} and r["size"] == 64
+    assert r["per_chunk"]["4"]["peak_mb"] > r["per_chunk"]["1"]["peak_mb"]  # more slices per call, higher peak
+    assert r["mb_per_slice"] > 0
+    assert abs(r["bytes_per_pixel"] - r["mb_per_slice"] * 2**20 / 64**2) < 0.01 * r["bytes_per_pixel"]

@@ -74,6 +74,7 @@ def generate(
     )
     independent = not gem3d  # baseline: no informed chain, no known frames -> windows are independent
     inpaint = gem3d and opts.inpaint_overlap
+    chunk = opts.chunk_for(height, width)
 
     device = resolve_device(opts.device)
     precision = effective_precision(opts.precision, device)
@@ -92,7 +93,7 @@ def generate(
         with torch.no_grad():
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
             with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
-                mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen, chunk=opts.decode_chunk)
+                mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen, chunk=chunk)
                 ref = _informed_latent(codec, informed, cfg.window, cond_gen, device)
             mask_lat, ref = mask_lat.float(), None if ref is None else ref.float()
             lat_c, lat_h, lat_w = codec.latent_channels, *cfg.latent_size
@@ -133,7 +134,7 @@ def generate(
                 for w in group:
                     td = time.perf_counter()
                     z0, z1 = w.emit_range
-                    slices = _decode(codec, buffer[z0:z1], opts.decode_chunk, device, precision)
+                    slices = _decode(codec, buffer[z0:z1], chunk, device, precision)
                     decoded[z0:z1] = slices
                     emitted[z0:z1] = True
                     timings["decode"] += time.perf_counter() - td
@@ -147,7 +148,7 @@ def generate(
             holes = np.flatnonzero(~emitted)  # only official_compat plans leave holes (bug B4)
             if holes.size:
                 idx = torch.from_numpy(holes).to(device)
-                decoded[holes] = _decode(codec, buffer[idx], opts.decode_chunk, device, precision)
+                decoded[holes] = _decode(codec, buffer[idx], chunk, device, precision)
             timings["total"] = time.perf_counter() - t0
             latents = buffer.float().cpu().numpy()
         return SamplingResult(
@@ -155,7 +156,7 @@ def generate(
             latents=latents,
             windows=windows,
             timings=timings,
-            provenance=_provenance(bundle, request, windows, device, precision, overlap, timings, mask),
+            provenance=_provenance(bundle, request, windows, device, precision, overlap, chunk, timings, mask),
         )
     finally:
         del buffer
@@ -201,7 +202,7 @@ def _known(group: list[Window], buffer: torch.Tensor) -> Known:
     return Known(mask.to(buffer.device), lat)
 
 
-def _provenance(bundle, request, windows, device, precision, overlap, timings, mask) -> dict:
+def _provenance(bundle, request, windows, device, precision, overlap, chunk, timings, mask) -> dict:
     opts = request.options
     return {
         "generator": "napari-gem3d",
@@ -220,5 +221,6 @@ def _provenance(bundle, request, windows, device, precision, overlap, timings, m
         "mask_sha256": mask_hash(mask),
         "device": str(device),
         "precision": precision,
+        "decode_chunk": chunk,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }

@@ -9,6 +9,12 @@ import numpy as np
 
 Mode = Literal["gem3d", "baseline"]
 
+#: Output pixels per VAE call when ``decode_chunk`` is left to the sampler: 4 slices of 512^2. Decoding is
+#: where a generation peaks, at ~3.8 kB per output pixel with the official VAE (measured, benchmarks/
+#: bench_decode_memory.py: 948 MB per 512^2 slice in fp32 on the CPU, ~0.85 GiB in bf16 on an H100), so
+#: this bounds that peak near 4 GB whatever the slice size; 16 slices of 512^2 peaked at 15.3 GiB.
+DECODE_PIXELS = 2**20
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -20,7 +26,7 @@ class SamplingOptions:
     mode: Mode = "gem3d"  # "baseline": mask only, windows independent (Make-A-Volume)
     inpaint_overlap: bool = True  # paste re-noised known frames at every step (RePaint-style)
     official_compat: bool = False  # the official plan, re-noising levels and posterior sampling
-    decode_chunk: int = 16  # slices per VAE call when encoding the mask and decoding (bounds peak memory)
+    decode_chunk: int | None = None  # slices per VAE call (mask encoding, decoding); None: DECODE_PIXELS' worth
     overlap: int | None = None  # None: the bundle's overlap
     max_batch_windows: int = 2  # windows per UNet call (independent windows only: baseline)
 
@@ -31,8 +37,12 @@ class SamplingOptions:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
         if self.mode not in ("gem3d", "baseline"):
             raise ValueError(f"mode must be 'gem3d' or 'baseline', got {self.mode!r}")
-        if self.decode_chunk < 1 or self.max_batch_windows < 1:
-            raise ValueError("decode_chunk and max_batch_windows must be >= 1")
+        if (self.decode_chunk is not None and self.decode_chunk < 1) or self.max_batch_windows < 1:
+            raise ValueError("decode_chunk (or None for automatic) and max_batch_windows must be >= 1")
+
+    def chunk_for(self, height: int, width: int) -> int:
+        """Slices per VAE call for ``height`` x ``width`` slices: ``decode_chunk``, or DECODE_PIXELS' worth."""
+        return self.decode_chunk or max(1, DECODE_PIXELS // (height * width))
 
 
 @dataclass(frozen=True)
