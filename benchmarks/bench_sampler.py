@@ -22,9 +22,11 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from bench_temporal_conv import FORMULATIONS
 
 from napari_gem3d.diffusion import make_ddim_plan
 from napari_gem3d.models import build_bundle, load_bundle
+from napari_gem3d.models.layers import TemporalConv
 from napari_gem3d.models.presets import official_config, small_config
 from napari_gem3d.sampling import InformedSlice, SamplingOptions, SamplingRequest, plan_windows
 from napari_gem3d.sampling.denoise import Known, SeededNoise, denoise
@@ -97,6 +99,12 @@ def compile_volume_unet(bundle, request, device) -> float:
     return round(diff, 6)
 
 
+def use_temporal_conv(name: str) -> None:
+    """Experiment: every TemporalConv computes with a copy-free candidate of bench_temporal_conv (same numbers)."""
+    fn = FORMULATIONS[name]
+    TemporalConv.forward = lambda self, x, num_frames: fn(x, self.conv.weight, self.conv.bias, num_frames)
+
+
 def run_ours(bundle, request):
     """Seconds for one generation and its :class:`SamplingResult` (windows, provenance, phase timings)."""
     t0 = time.perf_counter()
@@ -157,12 +165,19 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true", help="experiment: networks in channels_last format")
     p.add_argument("--compile", action="store_true",
                    help="experiment: torch.compile the volume UNet (compiled during the warm-up; output checked)")
+    p.add_argument("--temporal-conv", choices=sorted(FORMULATIONS), default=None,
+                   help="experiment: a copy-free temporal convolution from benchmarks/bench_temporal_conv.py")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="experiment: cuDNN autotuning (torch.backends.cudnn.benchmark; tuned in the warm-up)")
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
     spec = CONFIGS[args.config]
     steps = args.steps or spec["steps"]
     slices = args.slices or spec["slices"]
     device = resolve_device(args.device)
+    if args.temporal_conv:
+        use_temporal_conv(args.temporal_conv)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     torch.manual_seed(0)
     bundle, model_desc = _bundle(args.config, device)
     bundle.to(device).vae.eval()
@@ -197,6 +212,8 @@ def main(argv=None) -> int:
         "decode_chunk": result.provenance["decode_chunk"],
         "channels_last": args.channels_last,
         "compiled": args.compile,
+        "temporal_conv": args.temporal_conv or "columns_conv1d",
+        "cudnn_benchmark": args.cudnn_benchmark,
         "compiled_max_abs_diff": compile_diff,
         "windows": windows,
         "seconds_total": round(seconds, 3),

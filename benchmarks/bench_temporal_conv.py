@@ -61,6 +61,10 @@ def per_window_baddbmm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return out.view(bf, o, h, w)
 
 
+#: the copy-free candidates, by name (``bench_sampler.py --temporal-conv NAME`` swaps one into the model)
+FORMULATIONS = {"stacked_1x1": stacked_1x1, "per_window_1x1": per_window_1x1, "per_window_baddbmm": per_window_baddbmm}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -81,12 +85,9 @@ def main(argv=None) -> int:
     if device.type != "cpu" and args.precision != "fp32":  # what the previous (autocast) convolution hands over
         x = x.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
     wgt, bias = layer.conv.weight, layer.conv.bias
-    candidates = {
-        "columns_conv1d": lambda: layer(x, frames),
-        "stacked_1x1": lambda: stacked_1x1(x, wgt, bias, frames),
-        "per_window_1x1": lambda: per_window_1x1(x, wgt, bias, frames),
-        "per_window_baddbmm": lambda: per_window_baddbmm(x, wgt, bias, frames),
-    }
+    candidates = {"columns_conv1d": lambda: layer(x, frames)}
+    for name, fn in FORMULATIONS.items():
+        candidates[name] = lambda fn=fn: fn(x, wgt, bias, frames)
     result = {"device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
               "precision": args.precision, "input": list(x.shape)}
     with torch.no_grad(), autocast(device, args.precision):
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         for name, fn in candidates.items():
             result[f"{name}_max_abs_diff"] = round((fn().float() - ref).abs().max().item(), 6)
             result[f"{name}_ms"] = round(timed(fn, args.reps, device) * 1e3, 3)
-    for name in ("stacked_1x1", "per_window_1x1", "per_window_baddbmm"):
+    for name in FORMULATIONS:
         result[f"{name}_speedup"] = round(result["columns_conv1d_ms"] / result[f"{name}_ms"], 3)
     print(json.dumps(result))
     return 0

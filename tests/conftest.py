@@ -36,3 +36,16 @@ def golden():
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def golden_volume_unet(golden):
+    """``golden_volume_unet() -> (model, tensors)``: a fresh volume UNet carrying the official golden weights."""
+    from napari_gem3d.models.official import from_official
+
+    def build():
+        t, meta = golden("unet_volume_tiny")
+        weights = {k: v for k, v in t.items() if k.startswith("model.")}
+        return from_official("volume", weights, meta["constructor_kwargs"]), t
+
+    return build

@@ -7,6 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
+from napari_gem3d.models.layers import TemporalConv
+from sampler_helpers import collect, phantom_mask, request, tiny_bundle
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +49,24 @@ def test_decode_memory_bench_fits_a_per_slice_cost():
     assert r["per_chunk"]["4"]["peak_mb"] > r["per_chunk"]["1"]["peak_mb"]  # more slices per call, higher peak
     assert r["mb_per_slice"] > 0
     assert abs(r["bytes_per_pixel"] - r["mb_per_slice"] * 2**20 / 64**2) < 0.01 * r["bytes_per_pixel"]
+
+
+@pytest.mark.parametrize("name", ["stacked_1x1", "per_window_1x1", "per_window_baddbmm"])
+def test_temporal_conv_experiment_gives_the_same_volume(monkeypatch, name):
+    """``bench_sampler.py --temporal-conv NAME`` swaps the formulation, not the numbers."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_sampler
+
+    monkeypatch.setattr(TemporalConv, "forward", TemporalConv.forward)  # the swap is undone after the test
+    bundle = tiny_bundle()
+    with torch.no_grad():  # temporal layers start as the identity: give them work to do
+        for m in bundle.volume.modules():
+            if isinstance(m, TemporalConv):
+                m.conv.weight.add_(torch.randn(m.conv.weight.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    req = request(mask=phantom_mask(num_slices=20), steps=2)
+    _, ref = collect(bundle, req)
+    original = TemporalConv.forward
+    bench_sampler.use_temporal_conv(name)
+    assert TemporalConv.forward is not original
+    _, swapped = collect(bundle, req)
+    np.testing.assert_allclose(swapped.volume, ref.volume, atol=1e-4)

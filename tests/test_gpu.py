@@ -37,26 +37,25 @@ def strict_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _golden_unet(golden):
-    t, meta = golden("unet_volume_tiny")
-    weights = {k: v for k, v in t.items() if k.startswith("model.")}
-    model = from_official("volume", weights, meta["constructor_kwargs"]).cuda().eval()
+def _golden_unet(golden_volume_unet):
+    model, t = golden_volume_unet()
+    model = model.cuda().eval()
     x = t["input.x"].reshape(2, 16, 12, 16, 16).cuda()
     steps = t["input.timesteps"].reshape(2, 16)[:, 0].cuda()
     return model, x, steps, t["output.eps_fp32"]
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_volume_unet_matches_golden_on_cuda_fp32(golden, memory_format):
-    model, x, steps, ref = _golden_unet(golden)
+def test_volume_unet_matches_golden_on_cuda_fp32(golden_volume_unet, memory_format):
+    model, x, steps, ref = _golden_unet(golden_volume_unet)
     model.to(memory_format=memory_format)  # channels_last: the bench's layout experiment gives the same numbers
     with torch.no_grad(), strict_fp32():
         eps = model(x, steps).reshape(32, 4, 16, 16).cpu()
     assert (eps - ref).abs().max().item() <= 1e-4
 
 
-def test_volume_unet_bf16_autocast_stays_close_to_golden(golden):
-    model, x, steps, ref = _golden_unet(golden)
+def test_volume_unet_bf16_autocast_stays_close_to_golden(golden_volume_unet):
+    model, x, steps, ref = _golden_unet(golden_volume_unet)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         eps = model(x, steps).float().reshape(32, 4, 16, 16).cpu()
     rel = ((eps - ref).norm() / ref.norm()).item()

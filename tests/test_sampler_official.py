@@ -6,16 +6,14 @@ import pytest
 import torch
 
 from napari_gem3d.diffusion import NoiseSchedule, make_ddim_plan
-from napari_gem3d.models.official import from_official
 from napari_gem3d.sampling.denoise import Known, ReplayNoise, denoise
 
 CASES = {"A_free": None, "B_prev_first": 0, "C_prev_last": 15}
 
 
 @pytest.fixture(scope="module")
-def unet(golden):
-    t, meta = golden("unet_volume_tiny")
-    return from_official("volume", {k: v for k, v in t.items() if k.startswith("model.")}, meta["constructor_kwargs"])
+def unet(golden_volume_unet):
+    return golden_volume_unet()[0]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -262,8 +262,8 @@ class Session:
             self.bundles = {k: b for k, b in self.bundles.items() if b is self.bundle}
         else:
             self.bundles.clear()
-        for device in devices | {torch.device("cpu")}:
-            release_memory(torch.device(device))
+        for i, device in enumerate(sorted(devices | {torch.device("cpu")}, key=str)):
+            release_memory(torch.device(device), collect=i == 0)  # one garbage collection is enough
         freed = sorted(str(d) for d in devices if d.type != "cpu")
         return (
             f"Released memory on {', '.join(freed)}" if freed else "Models are on the CPU; nothing to release"
