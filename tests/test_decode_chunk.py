@@ -82,3 +82,18 @@ def test_no_vae_call_sees_more_than_the_chunk(monkeypatch):
     assert sum(sizes["posterior"]) >= 24 + 1  # every mask slice and the informed slice were encoded
     assert sum(sizes["decode"]) == 24  # every slice decoded once
     assert max(sizes["posterior"]) <= 5 and max(sizes["decode"]) <= 5
+
+
+def test_command_line_decode_chunk(capsys):
+    import argparse
+
+    from napari_gem3d.commands.common import add_sampling_options, sampling_options
+
+    p = argparse.ArgumentParser()
+    add_sampling_options(p)
+    assert sampling_options(p.parse_args([])).decode_chunk is None  # automatic by default
+    assert sampling_options(p.parse_args(["--decode-chunk", "3"])).decode_chunk == 3
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--decode-chunk", bad])
+        assert "expected a positive whole number" in capsys.readouterr().err

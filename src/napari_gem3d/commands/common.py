@@ -18,6 +18,19 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-inpaint", action="store_true", help="do not paste the overlap frames (ablation)")
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
     g.add_argument("--position", type=float, default=0.5, help="relative start position p in [0, 1]")
+    g.add_argument("--decode-chunk", type=_positive_int, default=None, metavar="N",
+                   help="slices per VAE call (default: automatic, 2^20 pixels: 4 slices of 512x512); "
+                        "lower it if the GPU runs out of memory")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def sampling_options(args: argparse.Namespace):
@@ -26,6 +39,7 @@ def sampling_options(args: argparse.Namespace):
     return SamplingOptions(
         steps=args.steps, eta=args.eta, seed=args.seed, device=args.device, precision=args.precision,
         mode=args.mode, inpaint_overlap=not args.no_inpaint, official_compat=args.official_compat,
+        decode_chunk=args.decode_chunk,
     )
 
 
