@@ -49,16 +49,18 @@ def _vae_mask_bundle():
     return bundle
 
 
-@pytest.mark.parametrize("which", ["pooled mask", "VAE-encoded mask"])
+@pytest.mark.parametrize("which", ["pooled mask", "VAE-encoded mask", "VAE-encoded mask, official_compat"])
 def test_chunking_does_not_change_the_volume(which):
+    """Also in official_compat mode, where the mask and informed latents are posterior samples."""
     if which == "pooled mask":
         bundle, mask = tiny_bundle(), phantom_mask(num_slices=24)
     else:
         bundle = _vae_mask_bundle()
         mask = np.clip(phantom_mask(num_slices=24), 0, 4).astype(np.uint8)  # the official labels 0..4
+    compat = which.endswith("official_compat")
     results = {}
     for chunk in (None, 1, 5):
-        _, results[chunk] = collect(bundle, request(mask=mask, steps=2, decode_chunk=chunk))
+        _, results[chunk] = collect(bundle, request(mask=mask, steps=2, decode_chunk=chunk, official_compat=compat))
     assert results[None].provenance["decode_chunk"] == DECODE_PIXELS // 32**2
     assert results[1].provenance["decode_chunk"] == 1 and results[5].provenance["decode_chunk"] == 5
     for chunk in (1, 5):

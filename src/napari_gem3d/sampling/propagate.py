@@ -94,7 +94,7 @@ def generate(
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
             with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
                 mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen, chunk=chunk)
-                ref = _informed_latent(codec, informed, cfg.window, cond_gen, device)
+                ref = _informed_latent(codec, informed, cfg.window, cond_gen, device, chunk)
             mask_lat, ref = mask_lat.float(), None if ref is None else ref.float()
             lat_c, lat_h, lat_w = codec.latent_channels, *cfg.latent_size
             buffer = torch.zeros(num_slices, lat_c, lat_h, lat_w, device=device)
@@ -169,7 +169,7 @@ def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str) ->
         return codec.decode(latents, chunk=chunk)[:, 0].float().cpu().numpy()
 
 
-def _informed_latent(codec, informed, frames: int, generator, device) -> torch.Tensor | None:
+def _informed_latent(codec, informed, frames: int, generator, device, chunk: int) -> torch.Tensor | None:
     """(1, C, h, w) posterior mean of the informed slice, or (frames, C, h, w) samples in compat mode."""
     if informed is None:
         return None
@@ -178,7 +178,7 @@ def _informed_latent(codec, informed, frames: int, generator, device) -> torch.T
         return lat[None] if lat.ndim == 3 else lat
     img = torch.as_tensor(np.asarray(informed.image, dtype=np.float32), device=device)[None, None]
     if generator is not None:
-        return codec.encode(img.expand(frames, -1, -1, -1), generator=generator)
+        return codec.encode(img.expand(frames, -1, -1, -1), chunk=chunk, generator=generator)
     return codec.encode(img)
 
 
