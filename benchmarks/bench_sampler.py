@@ -44,10 +44,8 @@ CONFIGS = {
 
 def _bundle(name: str, device: torch.device):
     if name == "official":
-        with device:  # random initialisation of ~1.2e9 parameters is quick on the GPU
-            bundle = build_bundle(official_config())
-        for unused in ("baseline", "slice"):  # GEM-3D sampling needs the VAE and the volume UNet only
-            bundle.unets.pop(unused)
+        with device:  # GEM-3D sampling needs the VAE and the volume UNet only (random weights)
+            bundle = build_bundle(official_config(unets=("volume",)))
         return bundle, "official-size (random weights)"
     from napari_gem3d import demo_model_path
 

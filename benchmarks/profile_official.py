@@ -16,7 +16,7 @@ from napari_gem3d.models.presets import official_config
 def main() -> None:
     dev = torch.device("cuda")
     with dev:
-        bundle = build_bundle(official_config())
+        bundle = build_bundle(official_config(unets=("volume",)))
     unet, vae = bundle.volume.eval(), bundle.vae.eval()
     t = torch.full((1,), 500, device=dev)
     auto = torch.autocast("cuda", dtype=torch.bfloat16)

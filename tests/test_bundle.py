@@ -306,3 +306,13 @@ def test_overwrite_true_replaces_the_bundle(original, saved, tmp_path):
     assert torch.equal(stored, replacement.volume.state_dict()[key])
     assert not torch.equal(stored, original.volume.state_dict()[key])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_official_config_picks_networks():
+    from napari_gem3d.models.presets import official_config
+
+    assert set(official_config().unets) == {"volume", "baseline", "slice"}
+    only = official_config(unets=("volume",))
+    assert set(only.unets) == {"volume"} and only.unets["volume"] == official_config().unets["volume"]
+    with pytest.raises(ValueError, match="unets must name"):
+        official_config(unets=("volume", "vae"))

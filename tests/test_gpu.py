@@ -127,9 +127,7 @@ def test_official_size_generation_peaks_under_8_gib():
     from napari_gem3d.sampling import InformedSlice, SamplingRequest
 
     with torch.device("cuda"):
-        bundle = build_bundle(official_config())
-    for unused in ("baseline", "slice"):
-        bundle.unets.pop(unused)
+        bundle = build_bundle(official_config(unets=("volume",)))
     for m in bundle.modules().values():
         m.eval().requires_grad_(False)
     mask = np.zeros((31, 512, 512), np.uint8)
