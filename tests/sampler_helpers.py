@@ -15,8 +15,13 @@ SIZE = 32
 
 
 def tiny_bundle(seed: int = 0, **kw):
+    return bundle_from_config(small_config(SIZE, **kw), seed)
+
+
+def bundle_from_config(config, seed: int = 0):
+    """Fresh networks for ``config`` in eval mode, zero-initialised UNet layers given small random weights."""
     torch.manual_seed(seed)
-    bundle = build_bundle(small_config(SIZE, **kw))
+    bundle = build_bundle(config)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # zero-initialised output layers would make every eps 0: randomise them
         for m in bundle.unets.values():
@@ -67,4 +72,4 @@ def collect(bundle, req, **kw):
             return updates, stop.value
 
 
-__all__ = ["collect", "phantom_mask", "request", "run_to_end", "tiny_bundle"]
+__all__ = ["bundle_from_config", "collect", "phantom_mask", "request", "run_to_end", "tiny_bundle"]

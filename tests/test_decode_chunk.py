@@ -6,14 +6,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from napari_gem3d.masks import official_brain_spec
-from napari_gem3d.models import build_bundle
 from napari_gem3d.models.presets import small_config
 from napari_gem3d.sampling import SamplingOptions
 from napari_gem3d.sampling.request import DECODE_PIXELS
-from sampler_helpers import collect, phantom_mask, request, tiny_bundle
+from sampler_helpers import bundle_from_config, collect, phantom_mask, request, tiny_bundle
 
 
 def test_automatic_chunk_is_a_pixel_budget():
@@ -37,16 +35,9 @@ def _vae_mask_bundle():
     """A tiny bundle that encodes the mask with the VAE (the official condition), so encoding is chunked too."""
     cfg = small_config(32, labels=official_brain_spec())
     lat = cfg.vae.embed_dim
-    cfg = replace(cfg, mask_condition="vae", unets={"volume": replace(cfg.unets["volume"], in_channels=3 * lat)})
-    torch.manual_seed(0)
-    bundle = build_bundle(cfg)
-    with torch.no_grad():  # zero-initialised output layers would make every eps 0
-        for p in bundle.volume.parameters():
-            if p.ndim > 1 and p.abs().sum() == 0:
-                p.normal_(0, 0.02)
-    for m in bundle.modules().values():
-        m.eval()
-    return bundle
+    return bundle_from_config(
+        replace(cfg, mask_condition="vae", unets={"volume": replace(cfg.unets["volume"], in_channels=3 * lat)})
+    )
 
 
 @pytest.mark.parametrize("which", ["pooled mask", "VAE-encoded mask", "VAE-encoded mask, official_compat"])
