@@ -14,6 +14,7 @@ import pytest
 
 from napari_gem3d import batch
 from napari_gem3d.cli import main
+from napari_gem3d.files import file_sha256
 from napari_gem3d.io import read_volume, write_volume
 from napari_gem3d.volume import Volume
 
@@ -173,7 +174,7 @@ def test_torchrun_two_processes_cover_every_job_once(torchrun_enhanced, dataset)
         assert log.count(f"{name}: written") == 1
         for role in ("image", "mask"):
             path = out / rec["outputs"][role]["file"]
-            assert batch.file_sha256(path) == rec["outputs"][role]["sha256"]
+            assert file_sha256(path) == rec["outputs"][role]["sha256"]
         gen = read_volume(out / "images" / f"{name}.nii.gz")
         src = read_volume(dataset / "images" / f"{name.split('_gen')[0]}.nii.gz")
         assert gen.shape == src.shape and np.allclose(gen.affine, src.affine)
@@ -207,7 +208,7 @@ def test_resume_skips_finished_and_redoes_partial(
     assert main(args) == 0
     assert "0 written, 6 already finished" in capsys.readouterr().out
 
-    before = {p.name: batch.file_sha256(p) for p in (out / "images").iterdir()}
+    before = {p.name: file_sha256(p) for p in (out / "images").iterdir()}
     (out / "provenance" / "brainA_gen01.json").unlink()  # killed before the JSON: partial
     (out / "images" / "brainB_gen02.nii.gz").write_bytes(b"truncated")  # output changed after the JSON
     (out / "provenance" / "brainC_gen01.json").unlink()
@@ -219,7 +220,7 @@ def test_resume_skips_finished_and_redoes_partial(
     for name in ("brainA_gen01", "brainB_gen02", "brainC_gen01"):
         assert f"{name}: written" in printed
     assert not stale.exists()
-    after = {p.name: batch.file_sha256(p) for p in (out / "images").iterdir()}
+    after = {p.name: file_sha256(p) for p in (out / "images").iterdir()}
     assert set(after) == set(before)
     for name in ("brainA_gen02", "brainB_gen01", "brainC_gen02"):
         assert after[f"{name}.nii.gz"] == before[f"{name}.nii.gz"]  # untouched
@@ -262,6 +263,6 @@ def test_harmonize_one_informed_slice_for_every_case(dataset, tmp_path, capsys, 
         informed_sources.add((prov["informed"]["volume"], prov["informed"]["index"]))
         assert rec["job"]["informed"]["file"] == "brainB.nii.gz"
         np.testing.assert_array_equal(read_volume(out / "masks" / f"{name}.nii.gz").array, mask.array)
-    assert informed_sources == {(str(informed), 5)}  # one slice: brainB's slice 5 of 10 along S (p = 0.5)
+    assert informed_sources == {(informed.name, 5)}  # one slice, recorded by file name (folders stay private):: brainB's slice 5 of 10 along S (p = 0.5)
     assert main(args) == 0
     assert "0 written, 3 already finished" in capsys.readouterr().out

@@ -41,20 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import READ_SUFFIXES, atomic_write, write_volume
+from .files import file_sha256
+from .io import READ_SUFFIXES, atomic_write, volume_suffix, write_volume
 
 IMAGE_ROLES = ("_image", "_img", "_0000")
 MASK_ROLES = ("_mask", "_seg", "_labels", "_label")
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 
 
 # ------------------------------------------------------------------------------------------------ files
-def volume_suffix(path: str | Path) -> str:
-    """The volume suffix of a file name (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``) or ``""``."""
-    name = Path(path).name.lower()
-    return next((s for s in _SUFFIXES if name.endswith(s)), "")
-
-
 def case_key(path: str | Path, roles: Sequence[str] = ()) -> str:
     """File name without its volume suffix and without one trailing role suffix from ``roles``."""
     name = Path(path).name
@@ -143,6 +137,14 @@ def pair_cases(
     return [Case(k, mask_map[k], image_map[k]) for k in sorted(mask_map)]
 
 
+def case_inputs(cases: Sequence[Case], pairs: str | Path | None = None) -> list[tuple[str, Path]]:
+    """Every input file of ``cases`` (and the pairs CSV) as (label, path), for the output-folder check."""
+    files = [("--pairs", Path(pairs))] if pairs is not None else []
+    for c in cases:
+        files += [(f"case {c.name} mask", c.mask)] + ([(f"case {c.name} image", c.image)] if c.image else [])
+    return files
+
+
 def pair_generated(real: Sequence[Path], generated: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(real, generated) pairs: generated ``<case>`` or ``<case>_<anything>`` pairs with real ``<case>``.
 
@@ -165,14 +167,6 @@ def pair_generated(real: Sequence[Path], generated: Sequence[Path]) -> list[tupl
             "<case>_<anything>.nii.gz after the real <case>.nii.gz"
         )
     return pairs
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def job_seed(base: int, *parts: object) -> int:
@@ -366,19 +360,6 @@ def options_spec(options) -> dict[str, Any]:
 
 def model_spec(bundle) -> dict[str, Any]:
     return {"name": bundle.config.name, "hash": bundle.model_hash}
-
-
-_HASHES: dict[Path, str] = {}
-
-
-def input_spec(path: Path | None) -> dict[str, Any] | None:
-    """Name and SHA-256 of an input file (hashed once per process); moving the data keeps outputs valid."""
-    if path is None:
-        return None
-    path = Path(path).resolve()
-    if path not in _HASHES:
-        _HASHES[path] = file_sha256(path)
-    return {"file": path.name, "sha256": _HASHES[path]}
 
 
 def output_suffix(case: Case) -> str:

@@ -21,8 +21,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that names the problem and where the help is (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gem3d", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="gem3d", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -31,17 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"missing entry {exc.args[0]!r}"
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one sub-command; a refused input is one line on stderr and exit 2 (130 when interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2), already printed
+        return int(exit_.code or 0)
+    args.argv = argv  # recorded in the provenance of what the command writes
     module = importlib.import_module(f"napari_gem3d.commands.{args._module}")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"gem3d {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        detail = f" ({_one_line(exc)})" if str(exc).strip() else ""
+        print(f"gem3d {args.command}: error: out of memory{detail}; use smaller inputs, a lower --decode-chunk, "
+              "or a machine with more memory", file=sys.stderr)
+        return 2
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"gem3d {args.command}: error: {message}", file=sys.stderr)
+        print(f"gem3d {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -23,10 +23,13 @@ A Volume built from scratch is written with both qform and sform set to the affi
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import secrets
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,12 +63,14 @@ _NRRD_SPATIAL_KINDS = {"domain", "space"}
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def volume_suffix(path: str | os.PathLike[str]) -> str:
+    """The volume suffix of a file name (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``) or ``""``."""
+    name = Path(path).name.lower()
+    return next((s for s in (".nii.gz", ".nii", ".nrrd", ".nhdr") if name.endswith(s)), "")
+
+
 def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
-        if name.endswith(suffix):
-            return suffix
-    return "".join(path.suffixes[-2:]).lower() or "(none)"
+    return volume_suffix(path) or "".join(path.suffixes[-2:]).lower() or "(none)"
 
 
 def _unsupported(path: Path, supported: tuple[str, ...], action: str) -> ValueError:
@@ -141,6 +146,70 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+#: Deflate's largest compression ratio (a stream of one repeated byte): a gzip file of ``n`` bytes cannot
+#: hold more than about ``1032 * n`` bytes of data, whatever its header claims.
+DEFLATE_MAX_RATIO = 1032
+
+#: What a broken or foreign file makes the readers raise (nibabel, pynrrd, gzip, zlib, numpy).
+_READ_ERRORS = (OSError, EOFError, ValueError, struct.error, zlib.error, gzip.BadGzipFile, IndexError, KeyError)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still hand out (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB" if n >= 2**20 else f"{int(n)} bytes"
+
+
+def check_data_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int, compressed: bool) -> None:
+    """Refuse, before reading any data, a header whose voxel count cannot be in the file or in memory.
+
+    Uncompressed data must fit between ``offset`` and the end of the file; gzip data cannot exceed
+    :data:`DEFLATE_MAX_RATIO` times the file size. Reading needs the data plus a float32 working copy.
+    """
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    nbytes = voxels * int(dtype.itemsize)
+    size = path.stat().st_size
+    shown = " x ".join(str(int(n)) for n in shape)
+    room = DEFLATE_MAX_RATIO * size if compressed else size - int(offset)
+    if nbytes > room:
+        how = f"a {_gib(size)} gzip file holds at most {_gib(room)}" if compressed else (
+            f"the file holds only {_gib(max(room, 0))} after its header")
+        raise ValueError(
+            f"{path.name}: the header declares {shown} voxels of {dtype.name} ({_gib(nbytes)}) but {how}: "
+            "the file is truncated or its header is wrong; re-export the volume from its source."
+        )
+    needed = nbytes + voxels * 4
+    free = available_memory()
+    if free is not None and needed > free:
+        raise ValueError(
+            f"{path.name}: {shown} voxels of {dtype.name} need about {_gib(needed)} of memory to read and "
+            f"only {_gib(free)} is available; crop or downsample the volume, or use a machine with more memory."
+        )
+
+
+def _broken(path: Path, what: str, exc: BaseException) -> ValueError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if path.exists() and path.stat().st_size == 0:
+        reason = "the file is empty"
+    return ValueError(
+        f"{path.name} is not a readable {what} file ({reason}); it may be truncated, corrupt or of another "
+        "type: re-export it from its source (e.g. 3D Slicer, ITK-SNAP or dcm2niix)."
+    )
+
+
 # ------------------------------------------------------------------------------------- atomic writes
 def _temp_sibling(path: Path) -> Path:
     """Hidden temporary path in the same folder, keeping the (possibly double) suffix."""
@@ -202,18 +271,28 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         raise _unsupported(path, READ_SUFFIXES, "read")
     if not path.exists():
         raise FileNotFoundError(f"No such file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a volume file; give one .nii.gz, .nii or .nrrd file")
     if suffix in NIFTI_SUFFIXES:
         return _read_nifti(path)
     return _read_nrrd(path)
 
 
 def _read_nifti(path: Path) -> Volume:
-    img = nib.load(path, mmap=False)
+    try:
+        img = nib.load(path, mmap=False)  # the header only; data are read below
+    except (nib.filebasedimages.ImageFileError, *_READ_ERRORS) as exc:
+        raise _broken(path, "NIfTI", exc) from None
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
         raise ValueError(f"{path.name} is not a NIfTI image (nibabel read it as {type(img).__name__}).")
     hdr = img.header
     shape = _check_3d(tuple(img.shape), path)  # before loading any data
-    array = _native(np.asarray(img.dataobj)).reshape(shape)
+    check_data_size(path, tuple(img.shape), np.dtype(hdr.get_data_dtype()), int(hdr.get_data_offset()),
+                    compressed=path.name.lower().endswith(".gz"))
+    try:
+        array = _native(np.asarray(img.dataobj)).reshape(shape)
+    except (MemoryError, *_READ_ERRORS) as exc:
+        raise _broken(path, "NIfTI", exc) from None
     # nibabel moves scl_slope/scl_inter from the header into the array proxy on load
     slope = float(getattr(img.dataobj, "slope", 1.0))
     inter = float(getattr(img.dataobj, "inter", 0.0))
@@ -245,7 +324,28 @@ def _read_nifti(path: Path) -> Volume:
 def _read_nrrd(path: Path) -> Volume:
     import nrrd
 
-    data, hdr = nrrd.read(str(path))  # index order "F": axes as listed in the header (x fastest)
+    try:
+        with open(path, "rb") as fh:
+            hdr = nrrd.read_header(fh)
+            offset = fh.tell()
+        sizes = tuple(int(n) for n in hdr["sizes"])
+        # the voxel type decides the byte count; an unknown type counts as one byte (a lower bound)
+        determine = getattr(nrrd.reader, "_determine_datatype", None)
+        dtype = np.dtype(determine(hdr)) if determine is not None else np.dtype(np.uint8)
+    except (nrrd.NRRDError, *_READ_ERRORS) as exc:
+        raise _broken(path, "NRRD", exc) from None
+    encoding = str(hdr.get("encoding", "raw")).lower()
+    data_file = path
+    if "data file" in hdr or "datafile" in hdr:  # detached data (.nhdr)
+        data_file, offset = path.parent / str(hdr.get("data file", hdr.get("datafile"))), 0
+        if not data_file.is_file():
+            raise ValueError(f"{path.name}: its data file {data_file.name} is missing; keep it next to the header.")
+    if encoding in ("raw", "gzip", "gz"):
+        check_data_size(data_file, sizes, dtype, offset, compressed=encoding != "raw")
+    try:
+        data, hdr = nrrd.read(str(path))  # index order "F": axes as listed in the header (x fastest)
+    except (MemoryError, nrrd.NRRDError, *_READ_ERRORS) as exc:
+        raise _broken(path, "NRRD", exc) from None
     data = _native(np.asarray(data))
     ndim = int(hdr.get("dimension", data.ndim))
     kinds = [str(k).lower() for k in hdr.get("kinds", ["domain"] * ndim)]
@@ -441,6 +541,9 @@ __all__ = [
     "WRITE_SUFFIXES",
     "atomic_path",
     "atomic_write",
+    "available_memory",
+    "check_data_size",
     "read_volume",
+    "volume_suffix",
     "write_volume",
 ]

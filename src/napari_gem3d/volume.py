@@ -130,6 +130,26 @@ class Volume:
         return Volume(array, self.affine, {**self.header, **header_updates})
 
 
+def require_finite(array: np.ndarray, what: str) -> None:
+    """Refuse NaN or infinite values with how many there are and where the first one is.
+
+    A single NaN spreads through the normalisation and the networks into an all-NaN volume, so it is
+    an input error, named with the fix, never something to generate from.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(array)
+    count = int(np.count_nonzero(bad))
+    if count:
+        nan = int(np.count_nonzero(np.isnan(array)))
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{what} holds {count} non-finite value(s) ({nan} NaN, {count - nan} infinite; the first at voxel "
+            f"{first}); replace them (e.g. numpy.nan_to_num, or fill in your viewer) and save a new file"
+        )
+
+
 # ----------------------------------------------------------------------------------------- model grid
 @dataclass(frozen=True, eq=False)
 class ModelGrid:

@@ -41,7 +41,7 @@ def test_counterfactual_grid_difference_maps_and_export(viewer_case, qtbot, tmp_
     for layer in widget.result_layers:
         assert layer.data.shape == mask_layer.data.shape
         assert np.allclose(layer_affine(layer), layer_affine(mask_layer))
-    assert viewer.grid.enabled
+    assert viewer.canvas.grid.enabled
     assert not mask_layer.visible and all(layer.visible for layer in widget.result_layers)
     paths = widget.export(tmp_path / "export")
     assert len(paths) == 7

@@ -29,7 +29,7 @@ def test_views_planes_and_difference_plot(viewer_case):
     assert widget.source.value is image_layer  # found from the result's metadata
 
     widget.set_view("Coronal")
-    assert tuple(viewer.dims.order) == (1, 0, 2) and viewer.camera.orientation2d[0] == "up"
+    assert tuple(viewer.dims.order) == (1, 0, 2) and viewer.scene.camera.orientation2d[0] == "up"
     widget.set_view("Axial")
     assert tuple(viewer.dims.order) == (0, 1, 2)
 

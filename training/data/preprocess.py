@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_gem3d.batch import file_sha256
+from napari_gem3d.files import file_sha256
 from napari_gem3d.masks import LabelSpec, body_region, outside_from_image
 from napari_gem3d.volume import IntensityNorm, ModelGrid, Volume, model_frame_affine, model_grid, to_model
 

@@ -17,7 +17,12 @@ def _readable(path: Any) -> bool:
 
 def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
     """Return :func:`read_volumes` if every path is a NIfTI/NRRD file, else None (never raises)."""
-    paths = [path] if isinstance(path, (str, Path)) else list(path or [])
+    if isinstance(path, (str, Path)):
+        paths = [path]
+    elif isinstance(path, (list, tuple)):
+        paths = list(path)
+    else:  # anything else napari (or a caller) hands over is not ours to read
+        return None
     if not paths or not all(_readable(p) for p in paths):
         return None
     return read_volumes

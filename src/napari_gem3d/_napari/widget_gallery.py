@@ -332,7 +332,7 @@ class GalleryWidget(DockWidget):
         if self.only_results.value:
             for layer in self.viewer.layers:
                 layer.visible = layer in added
-        self.viewer.grid.enabled = True
+        self.viewer.canvas.grid.enabled = True
         self.export_button.enabled = True
         self.status.setText(f"{len(self.results)} results (+ difference maps) in the grid.")
 
@@ -350,9 +350,10 @@ class GalleryWidget(DockWidget):
         from napari.utils.notifications import show_error, show_info
 
         from ..sampling.studies import export_results
+        from .writer import open_sources
 
-        try:
-            paths = export_results(self.results, folder)
+        try:  # no exported file may replace a file open in the viewer
+            paths = export_results(self.results, folder, inputs=open_sources())
         except Exception as exc:
             show_error(f"GEM-3D gallery export: {exc}")
             return []

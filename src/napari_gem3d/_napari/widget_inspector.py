@@ -116,7 +116,7 @@ class InspectorWidget(DockWidget):
         order, vertical = VIEWS[name]
         self.viewer.dims.ndisplay = 2
         self.viewer.dims.order = order
-        self.viewer.camera.orientation2d = (vertical, "right")
+        self.viewer.scene.camera.orientation2d = (vertical, "right")
         self.viewer.reset_view()
 
     def draw_planes(self, *_) -> None:

@@ -24,17 +24,39 @@ def _provenance(attributes: dict[str, Any]) -> dict | None:
     return {**prov, **({"layer": extra} if extra else {})}
 
 
+def open_sources() -> list[tuple[str, str]]:
+    """(layer name, file) for every layer of the current viewer that was read from a file."""
+    from .layers import SOURCE_KEY
+
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except ImportError:  # pragma: no cover - the writer runs inside napari
+        viewer = None
+    found = []
+    for layer in viewer.layers if viewer is not None else []:
+        header = (layer.metadata.get(SOURCE_KEY) or {}).get("header") or {}
+        for file in (getattr(layer.source, "path", None), header.get("source")):
+            if file:
+                found.append((f"layer {layer.name!r}", str(file)))
+    return found
+
+
 def _write(path: str, data: Any, attributes: dict[str, Any], kind: str) -> list[str]:
     import numpy as np
 
     from ..io import write_volume
+    from ..outputs import refuse_inputs
     from .layers import to_stored
 
     volume = to_stored(np.asarray(data), attributes)
     if kind == "labels" and volume.array.dtype.kind == "f":
         raise ValueError("a Labels layer must hold integers")
     target = _target(path)
-    # write_volume refuses to replace the file the layer was read from: the user's files stay intact
+    # never replace a file the user opened: this layer's own source (write_volume refuses it too) and
+    # the file of every other layer in the viewer (a generated image saved over its mask, say)
+    refuse_inputs([target], open_sources(), "save")
     write_volume(volume, target, provenance=_provenance(attributes))
     return [str(target)]
 

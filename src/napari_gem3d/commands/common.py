@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -11,9 +15,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled demo model)")
     g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     g.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default 1.0, as the official sampler)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="noise seed, a whole number from 0 to 2**64-1 (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="half precision on GPU only")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="fp32 (default); bf16 or fp16 on a GPU only (refused on the CPU)")
     g.add_argument("--mode", default="gem3d", choices=["gem3d", "baseline"])
     g.add_argument("--no-inpaint", action="store_true", help="do not paste the overlap frames (ablation)")
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
@@ -21,6 +26,20 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode-chunk", type=_positive_int, default=None, metavar="N",
                    help="slices per VAE call (default: automatic, 2^20 pixels: 4 slices of 512x512); "
                         "lower it if the GPU runs out of memory")
+
+
+def add_output_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """``--dtype`` (how generated volumes are stored) and ``--record-paths`` (provenance privacy)."""
+    from ..outputs import OUTPUT_DTYPES
+
+    g = p.add_argument_group("output")
+    if dtype:
+        g.add_argument("--dtype", default="auto", choices=OUTPUT_DTYPES,
+                       help="stored type of generated volumes; auto (default): the source image's integer type "
+                            "(rounded and clipped, recorded in the provenance), else float32")
+    g.add_argument("--record-paths", action="store_true",
+                   help="store the inputs' absolute paths in the provenance (default: file names and sha256 "
+                        "only, so folder names do not leak)")
 
 
 def _positive_int(text: str) -> int:
@@ -34,13 +53,55 @@ def _positive_int(text: str) -> int:
 
 
 def sampling_options(args: argparse.Namespace):
+    """The options of ``args``, checked now: values, seed range, the device and the precision on it."""
     from ..sampling import SamplingOptions
+    from ..sampling.device import effective_precision, resolve_device
 
-    return SamplingOptions(
+    options = SamplingOptions(
         steps=args.steps, eta=args.eta, seed=args.seed, device=args.device, precision=args.precision,
         mode=args.mode, inpaint_overlap=not args.no_inpaint, official_compat=args.official_compat,
         decode_chunk=args.decode_chunk,
     )
+    effective_precision(options.precision, resolve_device(options.device))
+    if getattr(args, "position", None) is not None and not 0.0 <= args.position <= 1.0:
+        raise ValueError(f"--position must be a relative position from 0 to 1, got {args.position}")
+    return options
+
+
+def _private(token: str, record_paths: bool) -> str:
+    """A command-line word with any folder part dropped (``--out=/a/b.nii.gz`` -> ``--out=b.nii.gz``)."""
+    if record_paths:
+        return token
+    head, sep, value = token.partition("=") if token.startswith("--") else ("", "", token)
+    if os.sep in value or (os.altsep and os.altsep in value):
+        value = Path(value).name
+    return f"{head}{sep}{value}"
+
+
+def run_provenance(args: argparse.Namespace, inputs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Who made an output and from what: package version, the command line and each input's sha256.
+
+    Inputs are recorded by file name and sha256; absolute paths only with ``--record-paths``.
+    """
+    from .. import __version__
+    from ..files import input_spec
+
+    record = bool(getattr(args, "record_paths", False))
+    argv = getattr(args, "argv", None) or []
+    files = {}
+    for role, path in inputs:
+        if path is None:
+            continue
+        key = base = role.lstrip("-").replace("-", "_")
+        n = 2
+        while key in files:  # several files for one option (counterfactual --informed-from A B)
+            key, n = f"{base}_{n}", n + 1
+        files[key] = {**input_spec(Path(path)), **({"path": str(Path(path).resolve())} if record else {})}
+    return {
+        "package_version": __version__,
+        "command": shlex.join(["gem3d", *(_private(t, record) for t in argv)]),
+        "inputs": files,
+    }
 
 
 def load_model(path: Path | None, device: str = "cpu"):

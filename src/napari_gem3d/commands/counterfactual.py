@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from .common import add_sampling_options, load_model, sampling_options
+from .common import add_output_options, add_sampling_options, load_model, run_provenance, sampling_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the mask's own image: outputs in its intensity units, and difference maps against it",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (NN_name.nii.gz + provenance.json)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out (never an input)")
     add_sampling_options(p)
+    add_output_options(p)
 
 
 def _informed_list(args: argparse.Namespace, bundle) -> list:
@@ -67,21 +69,29 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..io import read_volume
+    from ..outputs import check_output_folder, output_dtype
     from ..sampling.studies import counterfactuals, export_results
 
     if not args.informed_from and args.generate < 1:
         raise ValueError("give --informed-from VOLUME [VOLUME ...] and/or --generate K")
+    if args.generate < 0 or args.informed_steps < 1:
+        raise ValueError("--generate must be >= 0 and --informed-steps >= 1")
+    if args.generate and args.seed + args.generate - 1 >= 2**64:
+        raise ValueError(f"--seed {args.seed} with --generate {args.generate} needs seeds up to "
+                         f"{args.seed + args.generate - 1}, past 2**64 - 1; choose a smaller --seed")
     if args.mode != "gem3d":
         raise ValueError("counterfactuals vary the informed slice: use --mode gem3d")
+    inputs = [("--mask", args.mask), ("--image", args.image), *(("--informed-from", p) for p in args.informed_from)]
+    check_output_folder(args.out, inputs=inputs)
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{args.out} is not empty; choose a new folder or pass --overwrite")
+    options = sampling_options(args)
     mask = read_volume(args.mask)
     image = read_volume(args.image) if args.image else None
+    dtype = output_dtype(args.dtype, image)
     bundle = load_model(args.model)
     informed = _informed_list(args, bundle)
-    gen = counterfactuals(
-        bundle, mask, informed, image=image, position=args.position, options=sampling_options(args)
-    )
+    gen = counterfactuals(bundle, mask, informed, image=image, position=args.position, options=options)
     bar = None
     try:
         while True:
@@ -97,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    paths = export_results(results, args.out, overwrite=args.overwrite, difference=image is not None)
+    run = run_provenance(args, inputs)
+    results = [replace(r, provenance={**r.provenance, **run}) for r in results]
+    paths = export_results(results, args.out, overwrite=args.overwrite, difference=image is not None,
+                           dtype=dtype, inputs=inputs)
     print(f"wrote {len(results)} counterfactuals to {args.out} ({len(paths)} files)")
     return 0

@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_sampling_options, load_model, run_with_progress, sampling_options
+from .common import (
+    add_output_options,
+    add_sampling_options,
+    load_model,
+    run_provenance,
+    run_with_progress,
+    sampling_options,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_sampling_options(p)
+    add_output_options(p)
     p.set_defaults(steps=25)
 
 
@@ -18,17 +26,24 @@ def run(args: argparse.Namespace) -> int:
     from .. import demo_case
     from ..io import write_volume
     from ..montage import save_montage
+    from ..outputs import cast_output, check_output_folder, output_dtype
     from ..sampling.pipeline import sample_volume
 
+    options = sampling_options(args)
     image, mask = demo_case()
+    inputs = [("image", image.header["source"]), ("mask", mask.header["source"])]
+    check_output_folder(args.out, inputs=inputs)
+    dtype = output_dtype(args.dtype, image)
     bundle = load_model(args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
     out = run_with_progress(
-        sample_volume(bundle, mask, image=image, position=args.position, options=sampling_options(args))
+        sample_volume(bundle, mask, image=image, position=args.position, options=options)
     )
-    generated = image.with_array(out.volume.array, source=None)
+    array, stored = cast_output(out.volume.array, dtype)
+    generated = image.with_array(array, source=None)
+    provenance = {**out.provenance, **run_provenance(args, inputs), "output": stored}
+    args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / "generated.nii.gz"
-    write_volume(generated, target, provenance=out.provenance, overwrite=True)
+    write_volume(generated, target, provenance=provenance, overwrite=True)
     save_montage(
         [("real image", image), ("mask", mask), ("generated", generated)],
         args.out / "montage.png",

@@ -13,7 +13,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from .common import add_sampling_options, load_model, sampling_options
+from .common import add_output_options, add_sampling_options, load_model, run_provenance, sampling_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="informed-slice positions are drawn from [LO, HI] unless --position is given",
     )
     add_sampling_options(p)
+    add_output_options(p)
     p.set_defaults(position=None)  # None: a random position per job
 
 
@@ -41,10 +42,10 @@ def _draw_position(seed: int, lo: float, hi: float) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .. import batch
+    from ..files import input_spec
     from ..io import read_volume
+    from ..outputs import cast_output, check_output_folder, output_dtype
     from ..sampling.pipeline import run_to_end, sample_volume
 
     if args.times < 1:
@@ -56,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --images DIR and --masks DIR, or --pairs CSV")
     rank, world, local = batch.dist_env()
     device = batch.rank_device(args.device, local)
-    batch.share_cpu_threads(device)
     cases = batch.pair_cases(args.masks, args.images, args.pairs)
     missing = [c.name for c in cases if c.image is None]
     if missing:
         raise ValueError(f"enhancement needs an image for every case; none for {missing[:5]}")
-    bundle = load_model(args.model)
+    check_output_folder(args.out, inputs=batch.case_inputs(cases, args.pairs))
     options = replace(sampling_options(args), device=device)
+    batch.share_cpu_threads(device)
+    bundle = load_model(args.model)
     todo = [(c, k) for c in cases for k in range(1, args.times + 1)]
 
     jobs = []
@@ -75,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
             "replicate": k,
             "seed": seed,
             "position": position,
-            "image": batch.input_spec(case.image),
-            "mask": batch.input_spec(case.mask),
+            "image": input_spec(case.image),
+            "mask": input_spec(case.mask),
             "options": batch.options_spec(replace(options, seed=seed)),
             "model": batch.model_spec(bundle),
         }
@@ -88,15 +90,11 @@ def run(args: argparse.Namespace) -> int:
         out = run_to_end(
             sample_volume(bundle, mask, image=image, position=job.spec["position"], options=opts)
         )
-        provenance = dict(out.provenance)
-        provenance["batch"] = {
-            "command": "enhance",
-            "case": job.case.name,
-            "replicate": job.spec["replicate"],
-            "image": str(job.case.image),
-            "mask": str(job.case.mask),
-        }
-        return {"image": (image.with_array(out.volume.array), np.float32), "mask": (mask, None)}, provenance
+        array, stored = cast_output(out.volume.array, output_dtype(args.dtype, image))
+        provenance = {**out.provenance, **run_provenance(args, [("image", job.case.image), ("mask", job.case.mask)])}
+        provenance["batch"] = {"command": "enhance", "case": job.case.name, "replicate": job.spec["replicate"]}
+        provenance["output"] = stored
+        return {"image": (image.with_array(array), None), "mask": (mask, None)}, provenance
 
     print(f"[rank {rank}] {len(jobs)} of {len(todo)} jobs ({len(cases)} cases x {args.times}) on {device}")
     summary = batch.run_jobs(jobs, args.out, produce, rank=rank, world=world)

@@ -40,8 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics.report import evaluate_folders, write_report
     from ..sampling.device import resolve_device
 
+    from ..outputs import check_output_folder
+
     if args.slice_stride < 1:
         raise ValueError(f"--slice-stride must be >= 1, got {args.slice_stride}")
+    check_output_folder(args.out)  # metrics.csv / metrics.md: checked before the metrics are computed
     device = str(resolve_device(args.device))
     extractor = make_extractor(args.extractor, weights=args.weights, device=device, input_size=args.fid_size)
     extractor_3d = deepbet_extractor(device=device) if args.fid_3d else None

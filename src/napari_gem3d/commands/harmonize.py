@@ -13,7 +13,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from .common import add_sampling_options, load_model, sampling_options
+from .common import add_output_options, add_sampling_options, load_model, run_provenance, sampling_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,13 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", type=Path, help="CSV with columns case,image,mask instead of the folders")
     p.add_argument("--out", type=Path, required=True, help="output folder (images/, masks/, provenance/)")
     add_sampling_options(p)
+    add_output_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import batch
+    from ..files import input_spec
     from ..io import read_volume
+    from ..outputs import cast_output, check_output_folder, output_dtype
     from ..sampling.informed import pick_informed
     from ..sampling.pipeline import run_to_end, sample_volume
 
@@ -39,14 +42,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --masks DIR (and optionally --images DIR), or --pairs CSV")
     rank, world, local = batch.dist_env()
     device = batch.rank_device(args.device, local)
-    batch.share_cpu_threads(device)
     cases = batch.pair_cases(args.masks, args.images, args.pairs)
-    bundle = load_model(args.model)
+    inputs = [*batch.case_inputs(cases, args.pairs), ("--informed-from", args.informed_from)]
+    check_output_folder(args.out, inputs=inputs)
     options = replace(sampling_options(args), device=device)
-    informed = pick_informed(
-        read_volume(args.informed_from), bundle.config, position=args.position, name=str(args.informed_from)
-    )
-    informed_spec = {**batch.input_spec(args.informed_from), "position": args.position}
+    batch.share_cpu_threads(device)
+    informed_volume = read_volume(args.informed_from)
+    dtype = output_dtype(args.dtype, informed_volume)  # outputs take the informed volume's units
+    bundle = load_model(args.model)
+    informed = pick_informed(informed_volume, bundle.config, position=args.position, name=str(args.informed_from))
+    informed_spec = {**input_spec(args.informed_from), "position": args.position}
 
     jobs = []
     for case in batch.shard(cases, rank, world):
@@ -56,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
             "case": case.name,
             "seed": seed,
             "informed": informed_spec,
-            "image": batch.input_spec(case.image),
-            "mask": batch.input_spec(case.mask),
+            "image": input_spec(case.image),
+            "mask": input_spec(case.mask),
             "options": batch.options_spec(replace(options, seed=seed)),
             "model": batch.model_spec(bundle),
         }
@@ -74,18 +79,11 @@ def run(args: argparse.Namespace) -> int:
                 )
         opts = replace(options, seed=job.spec["seed"])
         out = run_to_end(sample_volume(bundle, mask, informed=informed, position=args.position, options=opts))
-        provenance = dict(out.provenance)
-        provenance["batch"] = {
-            "command": "harmonize",
-            "case": job.case.name,
-            "mask": str(job.case.mask),
-            "image": str(job.case.image or ""),
-            "informed_from": str(args.informed_from),
-        }
-        return {
-            "image": (geometry.with_array(out.volume.array), np.float32),
-            "mask": (mask, None),
-        }, provenance
+        array, stored = cast_output(out.volume.array, dtype)
+        roles = [("mask", job.case.mask), ("image", job.case.image), ("informed_from", args.informed_from)]
+        provenance = {**out.provenance, **run_provenance(args, roles), "output": stored}
+        provenance["batch"] = {"command": "harmonize", "case": job.case.name}
+        return {"image": (geometry.with_array(array), None), "mask": (mask, None)}, provenance
 
     print(f"[rank {rank}] {len(jobs)} of {len(cases)} cases on {device}")
     summary = batch.run_jobs(jobs, args.out, produce, rank=rank, world=world)

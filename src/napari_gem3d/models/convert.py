@@ -258,6 +258,10 @@ def convert_official(
     """
     if volume is None and base is None:
         raise ConversionError("give --volume (GEM-3D) and/or --base (mask-only) checkpoints")
+    from ..outputs import check_output_folder
+
+    # the bundle folder replaces ``out`` whole: it must hold none of the checkpoints it is made from
+    check_output_folder(out, inputs=[("--volume", volume), ("--base", base), ("--slice", slice), ("--vae", vae)])
     if Path(out).exists() and not overwrite:
         raise ConversionError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     if params is not None and (

@@ -17,6 +17,7 @@ import torch
 
 from ..diffusion import DDIMPlan, ddim_step
 from .cancel import CancelToken
+from .request import check_seed
 
 
 class NoiseSource(Protocol):
@@ -28,7 +29,8 @@ class SeededNoise:
     """Per-window noise from its own CPU generator, so a window's draws do not depend on batching."""
 
     def __init__(self, seed: int, stream: int):
-        state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(stream)]).generate_state(2)
+        # the whole seed is entropy (seeds below 2**32 draw what they always drew; larger ones differ)
+        state = np.random.SeedSequence([check_seed(seed), int(stream)]).generate_state(2)
         self.generator = torch.Generator("cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:

@@ -19,11 +19,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported; choose auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
-            "device 'cuda' was requested but this torch has no CUDA (install a CUDA build of torch, "
+            f"device {device!r} was requested but this torch has no CUDA (install a CUDA build of torch, "
             "or choose device 'auto' or 'cpu')"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
         )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError("device 'mps' was requested but MPS is not available; choose 'auto' or 'cpu'")
@@ -31,10 +41,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def effective_precision(precision: str, device: torch.device) -> str:
-    """Half precision runs only on GPUs; on the CPU the networks run in fp32."""
+    """The precision the networks will run in; half precision is refused on the CPU, not faked.
+
+    On the CPU, bf16/fp16 would be slower than fp32 (no tensor cores) and a run that silently used fp32
+    would record a precision it did not use, so asking for it is an error that names the fix.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision if device.type in ("cuda", "mps") else "fp32"
+    if precision != "fp32" and device.type not in ("cuda", "mps"):
+        raise ValueError(f"precision {precision} runs on a GPU only; on the CPU ({device}) use fp32")
+    return precision
 
 
 def autocast(device: torch.device, precision: str):

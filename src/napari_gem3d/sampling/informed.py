@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..volume import FittedNorm, Volume, model_grid, to_model
+from ..volume import FittedNorm, Volume, model_grid, require_finite, to_model
 from .request import InformedSlice
 
 
@@ -39,6 +40,7 @@ def pick_informed(
     The volume is reoriented to the model's slice axis first, so "slice k" means the same anatomy
     direction whatever the file's orientation.
     """
+    require_finite(volume.array, f"the informed-slice volume {Path(name).name or 'given'}")
     slices, grid, fitted = volume_to_model_image(volume, config)
     n = slices.shape[0]
     if (position is None) == (index is None):
@@ -48,7 +50,7 @@ def pick_informed(
         raise ValueError(f"slice index {k} is outside [0, {n}) along the model slice axis")
     source = {
         "kind": "picked",
-        "volume": name or str(volume.header.get("source", "")),
+        "volume": Path(name or str(volume.header.get("source", ""))).name,  # a file name: folders stay private
         "index": k,
         "num_slices": n,
         "position": k / n,

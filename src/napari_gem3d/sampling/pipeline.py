@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..volume import FittedNorm, ModelGrid, Volume, from_model, model_grid, to_model
+from ..volume import FittedNorm, ModelGrid, Volume, from_model, model_grid, require_finite, to_model
 from .cancel import CancelToken
 from .informed import pick_informed, relative_index
 from .request import InformedSlice, SamplingOptions, SamplingRequest, SamplingResult, WindowUpdate
@@ -31,6 +31,12 @@ def mask_to_model(mask: Volume, config) -> tuple[np.ndarray, ModelGrid]:
     """Label volume -> (Z, h, w) model-grid labels (nearest) and the grid; labels are validated."""
     grid = model_grid(mask, config.image_size, config.slice_axis)
     labels = np.asarray(mask.array)
+    require_finite(labels, "the mask")
+    if not labels.any():
+        raise ValueError(
+            "the mask is empty (every voxel is 0, background): there is nothing to generate; "
+            "draw or load a label map of the anatomy (and lesion) first"
+        )
     if not np.issubdtype(labels.dtype, np.integer):
         rounded = np.rint(labels)
         if not np.array_equal(rounded, labels):
@@ -56,6 +62,8 @@ def prepare_request(
             f"image {image.shape} and mask {mask.shape} must share one geometry (shape and affine); "
             "resample the mask onto the image first"
         )
+    if image is not None:
+        require_finite(image.array, "the image")
     model_mask, grid = mask_to_model(mask, config)
     start = relative_index(position, grid.num_slices)
     reference = None

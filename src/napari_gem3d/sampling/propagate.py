@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from .. import __version__
 from ..diffusion import make_ddim_plan
 from ..masks import mask_hash
 from ..models.bundle import ModelBundle
@@ -206,7 +208,9 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
     opts = request.options
     return {
         "generator": "napari-gem3d",
-        "model": {"name": bundle.config.name, "hash": bundle.model_hash, "path": str(bundle.path or "")},
+        "package_version": __version__,
+        "model": {"name": bundle.config.name, "hash": bundle.model_hash,
+                  "folder": Path(bundle.path).name if bundle.path else ""},
         "mode": opts.mode,
         "official_compat": opts.official_compat,
         "inpaint_overlap": opts.inpaint_overlap,

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..volume import require_finite
+
 Mode = Literal["gem3d", "baseline"]
 
 #: Output pixels per VAE call when ``decode_chunk`` is left to the sampler: 4 slices of 512^2. Decoding is
@@ -14,6 +16,17 @@ Mode = Literal["gem3d", "baseline"]
 #: bench_decode_memory.py: 948 MB per 512^2 slice in fp32 on the CPU, ~0.85 GiB in bf16 on an H100), so
 #: this bounds that peak near 4 GB whatever the slice size; 16 slices of 512^2 peaked at 15.3 GiB.
 DECODE_PIXELS = 2**20
+
+
+#: Seeds are whole numbers in [0, SEED_LIMIT): 64 bits, each giving its own noise.
+SEED_LIMIT = 2**64
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int in [0, 2**64), or a ValueError that names the range."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {seed!r}")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -31,9 +44,10 @@ class SamplingOptions:
     max_batch_windows: int = 2  # windows per UNet call (independent windows only: baseline)
 
     def __post_init__(self):
+        check_seed(self.seed)
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if self.eta < 0:
+        if not np.isfinite(self.eta) or self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
         if self.mode not in ("gem3d", "baseline"):
             raise ValueError(f"mode must be 'gem3d' or 'baseline', got {self.mode!r}")
@@ -59,6 +73,9 @@ class InformedSlice:
             raise ValueError("an informed slice needs an image or a latent")
         if self.image is not None and np.asarray(self.image).ndim != 2:
             raise ValueError(f"informed slice image must be 2-D (h, w), got shape {np.shape(self.image)}")
+        for name, value in (("image", self.image), ("latent", self.latent)):
+            if value is not None:
+                require_finite(value, f"the informed slice's {name}")
 
 
 @dataclass(frozen=True)

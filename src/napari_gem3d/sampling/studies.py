@@ -300,7 +300,7 @@ def difference_map(generated: Volume, reference: Volume, *, normalize: bool = Tr
             "difference": {
                 "normalized": normalize,
                 "generated": generated.header.get("provenance", {}).get("study"),
-                "reference": str(reference.header.get("source", "")),
+                "reference": Path(str(reference.header.get("source", ""))).name,
             }
         }
     }
@@ -335,18 +335,28 @@ def export_results(
     *,
     overwrite: bool = False,
     difference: bool = True,
+    dtype: Any = None,
+    inputs: Sequence[tuple[str, Any]] = (),
 ) -> list[Path]:
     """Write every result (``NN_name.nii.gz``), its difference map (``NN_name_diff.nii.gz``) and one
-    ``provenance.json`` index into ``folder``; every file is written atomically. Returns the paths."""
+    ``provenance.json`` index into ``folder``; every file is written atomically. Returns the paths.
+
+    Results are stored as ``dtype`` (:func:`napari_gem3d.outputs.cast_output`; float32 when None). No
+    file is written when any planned path is one of ``inputs`` or a file a result was read against,
+    whatever ``overwrite`` says.
+    """
     from ..io import atomic_write, write_volume
+    from ..outputs import cast_output, refuse_inputs
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     planned = []
     for k, res in enumerate(results):
         stem = f"{k:02d}_{_slug(res.name)}"
         planned.append((res, folder / f"{stem}.nii.gz", folder / f"{stem}_diff.nii.gz"))
     index_path = folder / "provenance.json"
+    sources = [("reference", r.reference.header.get("source")) for r in results if r.reference is not None]
+    refuse_inputs([p for _, a, b in planned for p in (a, b)] + [index_path], [*inputs, *sources], "export")
+    folder.mkdir(parents=True, exist_ok=True)
     if not overwrite:
         existing = [p for _, a, b in planned for p in (a, b) if p.exists()]
         existing += [index_path] if index_path.exists() else []
@@ -354,7 +364,9 @@ def export_results(
             raise FileExistsError(f"{existing[0]} exists; choose an empty folder or pass overwrite=True")
     written, entries = [], []
     for res, path, diff_path in planned:
-        write_volume(res.volume, path, provenance=res.provenance, overwrite=True)
+        array, stored = cast_output(res.volume.array, np.dtype(dtype or np.float32))
+        write_volume(res.volume.with_array(array), path, provenance={**res.provenance, "output": stored},
+                     overwrite=True)
         written.append(path)
         entry: dict[str, Any] = {"name": res.name, "file": path.name, "provenance": res.provenance}
         if difference and res.reference is not None:
