@@ -263,6 +263,6 @@ def test_harmonize_one_informed_slice_for_every_case(dataset, tmp_path, capsys, 
         informed_sources.add((prov["informed"]["volume"], prov["informed"]["index"]))
         assert rec["job"]["informed"]["file"] == "brainB.nii.gz"
         np.testing.assert_array_equal(read_volume(out / "masks" / f"{name}.nii.gz").array, mask.array)
-    assert informed_sources == {(informed.name, 5)}  # one slice, recorded by file name (folders stay private):: brainB's slice 5 of 10 along S (p = 0.5)
+    assert informed_sources == {(informed.name, 5)}  # brainB's slice 5 of 10 (p = 0.5), by file name only
     assert main(args) == 0
     assert "0 written, 3 already finished" in capsys.readouterr().out

@@ -170,7 +170,11 @@ def available_memory() -> int | None:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB" if n >= 2**20 else f"{int(n)} bytes"
+    """A byte count for people: 512 bytes, 3.2 MiB, 1.5 GiB, 49.1 TiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_data_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int, compressed: bool) -> None:
@@ -287,7 +291,8 @@ def _read_nifti(path: Path) -> Volume:
         raise ValueError(f"{path.name} is not a NIfTI image (nibabel read it as {type(img).__name__}).")
     hdr = img.header
     shape = _check_3d(tuple(img.shape), path)  # before loading any data
-    check_data_size(path, tuple(img.shape), np.dtype(hdr.get_data_dtype()), int(hdr.get_data_offset()),
+    check_data_size(path, tuple(img.shape), np.dtype(hdr.get_data_dtype()),
+                    int(getattr(img.dataobj, "offset", hdr.get_data_offset())),  # 352 when the header says 0
                     compressed=path.name.lower().endswith(".gz"))
     try:
         array = _native(np.asarray(img.dataobj)).reshape(shape)

@@ -38,9 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..metrics.features import deepbet_extractor, make_extractor
     from ..metrics.report import evaluate_folders, write_report
-    from ..sampling.device import resolve_device
-
     from ..outputs import check_output_folder
+    from ..sampling.device import resolve_device
 
     if args.slice_stride < 1:
         raise ValueError(f"--slice-stride must be >= 1, got {args.slice_stride}")
