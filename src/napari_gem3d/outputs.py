@@ -60,9 +60,11 @@ def refuse_inputs(outputs: Iterable[str | os.PathLike[str]], inputs: Inputs, opt
     for out in map(Path, outputs):
         for label, path in named:
             if _same(out, path):
+                why = "--overwrite replaces earlier outputs, never an input" if option.startswith("--") else (
+                    "an output never replaces an input")
                 raise FileExistsError(
-                    f"refusing to write {option} {out}: it is the input {label} {path}; choose a new file name "
-                    "(--overwrite replaces earlier outputs, never an input)"
+                    f"refusing to write {option + ' ' if option else ''}{out}: it is the input {label} ({path}); "
+                    f"choose a new file name ({why})"
                 )
 
 

@@ -66,9 +66,13 @@ def test_reader_places_layers_in_scanner_space_and_writer_round_trips(make_napar
         int(original["qform_code"]),
         int(original["sform_code"]),
     )
-    # the user's own file is never overwritten
-    with pytest.raises(Exception, match="Refusing to overwrite"):
+    # the user's own files are never overwritten: not the layer's own file, nor another open layer's
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(Exception, match="it is the input layer 't1'"):
         img_layer.save(str(tmp_path / "t1.nii.gz"), plugin="napari-gem3d")
+    with pytest.raises(Exception, match="it is the input layer 't1_mask'"):
+        img_layer.save(str(tmp_path / "t1_mask.nii.gz"), plugin="napari-gem3d")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_a_layer_made_in_napari_writes_with_its_geometry(make_napari_viewer, tmp_path):

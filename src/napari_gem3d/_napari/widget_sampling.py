@@ -422,7 +422,10 @@ class SamplingWidget(DockWidget):
             official_compat=official,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
+        from ..sampling.device import effective_precision, resolve_device
         from ..sampling.informed import relative_index
+
+        effective_precision(options.precision, resolve_device(options.device))  # bf16 on a CPU: refused now
         from ..volume import model_grid
 
         bundle.config.labels.validate(mask_volume.array)
@@ -576,7 +579,8 @@ class SamplingWidget(DockWidget):
         live.layer.data[...] = generated.volume.array  # equals the live blocks; in place
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
-        info.update(status="complete", provenance=generated.provenance)
+        widget = {"name": "GEM-3D sampling dock", "settings": info.get("settings")}
+        info.update(status="complete", provenance={**generated.provenance, "widget": widget})
         self.status.setText(
             f"Done: {len(live.plan)} windows in {generated.provenance['timings_s']['total']:.1f} s "
             f"on {generated.provenance['device']}."

@@ -56,7 +56,7 @@ def _write(path: str, data: Any, attributes: dict[str, Any], kind: str) -> list[
     target = _target(path)
     # never replace a file the user opened: this layer's own source (write_volume refuses it too) and
     # the file of every other layer in the viewer (a generated image saved over its mask, say)
-    refuse_inputs([target], open_sources(), "save")
+    refuse_inputs([target], open_sources(), "")
     write_volume(volume, target, provenance=_provenance(attributes))
     return [str(target)]
 

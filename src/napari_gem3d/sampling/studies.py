@@ -355,7 +355,7 @@ def export_results(
         planned.append((res, folder / f"{stem}.nii.gz", folder / f"{stem}_diff.nii.gz"))
     index_path = folder / "provenance.json"
     sources = [("reference", r.reference.header.get("source")) for r in results if r.reference is not None]
-    refuse_inputs([p for _, a, b in planned for p in (a, b)] + [index_path], [*inputs, *sources], "export")
+    refuse_inputs([p for _, a, b in planned for p in (a, b)] + [index_path], [*inputs, *sources], "")
     folder.mkdir(parents=True, exist_ok=True)
     if not overwrite:
         existing = [p for _, a, b in planned for p in (a, b) if p.exists()]
