@@ -98,11 +98,18 @@ def with_component(bundle: ModelBundle, name: str, module: nn.Module, unet_cfg: 
     return ModelBundle(new_cfg, vae, modules)
 
 
-def record_stage(bundle: ModelBundle, cfg: Config, info: dict) -> ModelBundle:
+def record_stage(bundle: ModelBundle, cfg: Config, info: dict, cases=()) -> ModelBundle:
+    """The bundle with this stage in its provenance and, when the config tells one, its model card
+    measured on ``cases`` (the stage's training cases)."""
+    from .card import training_card
+
     prov = dict(bundle.config.provenance)
     training = dict(prov.get("training", {}))
     training[cfg.stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seed": cfg.seed,
                            "steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, **info}
     prov["training"] = training
-    return ModelBundle(dataclasses.replace(bundle.config, provenance=prov), bundle.vae, dict(bundle.unets))
+    changes: dict = {"provenance": prov}
+    if cfg.model.card and cases:
+        changes["card"] = training_card(cfg.model.card, cases)
+    return ModelBundle(dataclasses.replace(bundle.config, **changes), bundle.vae, dict(bundle.unets))
 

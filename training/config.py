@@ -87,6 +87,7 @@ class ModelConfig:
     overlap: int = 1
     name: str = "gem3d-trained"
     description: str = ""
+    card: dict = field(default_factory=dict)  # the model card's told fields (training/card.py measures the rest)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ import argparse
 import importlib
 import sys
 
+from .domain import DomainError
+
 COMMANDS = {
+    "info": ("info", "the model card of a bundle: modality, labels, geometry, training data, limits"),
+    "check": ("check", "is an image + mask inside the model's domain? (exit 0 in domain, 3 out)"),
     "sample": ("sample", "generate a volume from a mask (and an image or informed slice)"),
     "demo": ("demo", "run the bundled demo case through the bundled model"),
     "convert-official": ("convert", "convert official GEM-3D checkpoints into a model bundle"),
@@ -63,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         detail = f" ({_one_line(exc)})" if str(exc).strip() else ""
         print(f"gem3d {args.command}: error: out of memory{detail}; use smaller inputs, a lower --decode-chunk, "
               "or a machine with more memory", file=sys.stderr)
+        return 2
+    except DomainError as exc:  # every finding on its own line
+        print(f"gem3d {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         print(f"gem3d {args.command}: error: {_one_line(exc)}", file=sys.stderr)

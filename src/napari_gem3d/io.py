@@ -451,11 +451,13 @@ def write_volume(
     dtype: Any = None,
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    description: str | None = None,
 ) -> Path:
     """Write ``volume`` to ``.nii``, ``.nii.gz`` or ``.nrrd`` atomically; return the path written.
 
     ``provenance`` defaults to ``volume.header['provenance']``. Refuses to overwrite the file the volume
     was read from unless ``overwrite=True``. Data are written unscaled, in ``dtype`` when given.
+    ``description`` replaces the NIfTI ``descrip`` field (80 bytes) or sets the NRRD ``content`` field.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -475,9 +477,9 @@ def write_volume(
     prov_text = None if provenance is None else _provenance_text(provenance)
     array = _prepare_array(volume.array, dtype)
     if suffix in NIFTI_SUFFIXES:
-        _write_nifti(volume, array, path, prov_text)
+        _write_nifti(volume, array, path, prov_text, description)
     else:
-        _write_nrrd(volume, array, path, prov_text)
+        _write_nrrd(volume, array, path, prov_text, description)
     return path
 
 
@@ -501,8 +503,11 @@ def _nifti_header_for(volume: Volume, array: np.ndarray) -> nib.Nifti1Header:
     return hdr
 
 
-def _write_nifti(volume: Volume, array: np.ndarray, path: Path, prov_text: str | None) -> None:
+def _write_nifti(volume: Volume, array: np.ndarray, path: Path, prov_text: str | None,
+                 description: str | None = None) -> None:
     hdr = _nifti_header_for(volume, array)
+    if description is not None:
+        hdr["descrip"] = description.encode("ascii", "replace")[:80]
     ours = [
         e
         for e in hdr.extensions
@@ -521,7 +526,8 @@ def _write_nifti(volume: Volume, array: np.ndarray, path: Path, prov_text: str |
         nib.save(img, tmp)
 
 
-def _write_nrrd(volume: Volume, array: np.ndarray, path: Path, prov_text: str | None) -> None:
+def _write_nrrd(volume: Volume, array: np.ndarray, path: Path, prov_text: str | None,
+                description: str | None = None) -> None:
     import nrrd
 
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine  # RAS+ -> LPS (the usual NRRD space)
@@ -534,6 +540,8 @@ def _write_nrrd(volume: Volume, array: np.ndarray, path: Path, prov_text: str | 
     }
     if prov_text is not None:
         header[NRRD_PROVENANCE_KEY] = prov_text
+    if description is not None:
+        header["content"] = description.replace("\n", " ")
     with atomic_path(path) as tmp, open(tmp, "xb") as fh:
         nrrd.write(fh, array, header, compression_level=1, index_order="F")
 

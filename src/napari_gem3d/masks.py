@@ -28,6 +28,25 @@ class UndeclaredLabelsError(ValueError):
     """A mask holds label values that its LabelSpec does not declare."""
 
 
+def require_label_map(labels: np.ndarray, what: str = "the mask") -> np.ndarray:
+    """``labels`` as integers, or a ValueError: non-finite values, non-integers, or nothing labelled."""
+    from .volume import require_finite
+
+    labels = np.asarray(labels)
+    require_finite(labels, what)
+    if not np.issubdtype(labels.dtype, np.integer):
+        rounded = np.rint(labels)
+        if not np.array_equal(rounded, labels):
+            raise ValueError(f"{what} holds non-integer values; a label volume must contain integer labels")
+        labels = rounded.astype(np.int32)
+    if not labels.any():
+        raise ValueError(
+            f"{what} is empty (every voxel is 0, background): there is nothing to generate; "
+            "draw or load a label map of the anatomy (and lesion) first"
+        )
+    return labels
+
+
 def _int_key(key: Any) -> int:
     """Label key as int; accepts ints, integral floats and their string forms (JSON keys)."""
     try:
@@ -134,8 +153,9 @@ class LabelSpec:
             more = f" (and {undeclared.size - _MAX_LISTED} more)" if undeclared.size > _MAX_LISTED else ""
             raise UndeclaredLabelsError(
                 f"The mask holds label values {shown}{more} that the label spec does not declare; declared: "
-                f"{dict(self.names)}. Fix: add them to LabelSpec.names, or map them to declared labels "
-                "before encoding (e.g. np.where(mask == old, new, mask))."
+                f"{dict(self.names)}. Fix: translate the mask to the model's labels with `gem3d make-mask --image "
+                "IMG --lesion MASK --label-map VALUE:NAME,... --out MODEL_MASK` (or 'Mask from image' in the mask "
+                "editor); in Python, map them (np.where(mask == old, new, mask)) or add them to LabelSpec.names."
             )
 
     def encode(self, mask_slices: np.ndarray) -> np.ndarray:

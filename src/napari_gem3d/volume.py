@@ -193,6 +193,11 @@ class ModelGrid:
     def axcodes(self) -> tuple[str, str, str]:
         return tuple(nib.aff2axcodes(self.oriented_affine))  # type: ignore[return-value]
 
+    @property
+    def oriented_spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the model frame's (slice, row, column) axes, before the in-plane fit."""
+        return tuple(float(s) for s in np.linalg.norm(self.oriented_affine[:3, :3], axis=0))  # type: ignore[return-value]
+
     def check_source(self, volume: Volume) -> None:
         """Raise ValueError unless ``volume`` has this grid's source shape and affine."""
         if volume.shape != self.source_shape:

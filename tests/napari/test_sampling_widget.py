@@ -239,3 +239,32 @@ def test_screenshot_of_a_real_generation(viewer_case, qtbot, tmp_path):
         f"outside-brain mean {gray[outside].mean():.1f}"
     )
     assert contrast > 10, "the tumour region does not differ from the background in the screenshot"
+
+
+def test_out_of_domain_is_refused_before_any_work_and_run_anyway_records_it(viewer_case, qtbot, bundle):
+    import dataclasses
+
+    from napari_gem3d._napari.session import get_session
+    from napari_gem3d.models import ModelBundle, ModelCard
+
+    viewer, image_layer, mask_layer = viewer_case
+    mr_card = ModelCard(modality="MR", contrast="T1", body_region="brain", tissue_labels=(1, 2, 3),
+                        lesion_labels=(4, 5, 6), background_labels=(0,))
+    carded = ModelBundle(dataclasses.replace(bundle.config, card=mr_card), bundle.vae, bundle.unets,
+                         bundle.path, bundle.model_hash)
+    get_session(viewer).set_bundle(carded, str(bundle.path))
+    ct = viewer.add_image(image_layer.data * 8 - 1024, name="ct", scale=image_layer.scale,
+                          translate=image_layer.translate, metadata=dict(image_layer.metadata))
+    widget = _widget(viewer, mask=mask_layer, image=ct)
+    layers_before = len(viewer.layers)
+    assert widget.run() is None
+    assert "outside the model's domain" in widget.status.text() and "modality" in widget.status.text()
+    assert len(viewer.layers) == layers_before  # refused before any output layer was made
+    assert "MR T1, brain" in widget.model_label.text()
+    widget.force.value = True
+    job = widget.run()
+    assert job is not None
+    _wait(qtbot, job)
+    info = widget.live.layer.metadata[RESULT_KEY]
+    assert info["provenance"]["domain"]["in_domain"] is False
+    assert [f["code"] for f in info["provenance"]["domain"]["findings"] if f["severity"] == "error"] == ["modality"]

@@ -255,7 +255,7 @@ class DiffusionTask(Task):
                 "component": self.component, "temporal": self.unet_cfg.temporal, "t_sampling": self.t_mode,
                 "trainable": self.trainable, "ema": ctx.exports_ema, "init": self.init_report,
                 "trainable_parameters": sum(p.numel() for p in self.unet.parameters() if p.requires_grad),
-            })
+            }, self.train_cases)
             return save_bundle(bundle, folder, overwrite=True)
 
 

@@ -146,7 +146,7 @@ class VAETask(Task):
             std = self.latent_std()
             bundle = with_component(self.bundle, "vae", self.bundle.vae, scale_factor=1.0 / std)
             bundle = record_stage(bundle, self.cfg, {"latent_std": std, "scale_factor": 1.0 / std,
-                                                     "ema": ctx.exports_ema})
+                                                     "ema": ctx.exports_ema}, self.train_cases)
             return save_bundle(bundle, folder, overwrite=True)
 
 

@@ -80,6 +80,8 @@ class GalleryWidget(DockWidget):
             name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
         )
         self.only_results = CheckBox(name="only_results", text="grid: show only the results", value=True)
+        self.force = CheckBox(name="force", text="Run anyway when out of the model's domain", value=False,
+                              tooltip="run even when the domain check refuses a case (findings are recorded)")
         self.form = Container(
             widgets=[
                 self.study,
@@ -96,6 +98,7 @@ class GalleryWidget(DockWidget):
                 self.seed,
                 self.device,
                 self.only_results,
+                self.force,
             ]
         )
         self.track(self.form)
@@ -220,6 +223,10 @@ class GalleryWidget(DockWidget):
             raise ValueError("choose the mask to vary the informed slice for")
         mask = layer_to_volume(mask_layer)
         reference = layer_to_volume(self.reference.value) if self.reference.value is not None else None
+        self._gate(bundle, mask, reference, what=f"mask {mask_layer.name!r}")
+        for layer in self.informed_layers.value:
+            self._gate(bundle, mask, informed=layer_to_volume(layer, copy=False),
+                       what=f"mask {mask_layer.name!r} with informed slices from {layer.name!r}")
         p = float(self.position.value)
         informed = [
             (
@@ -271,16 +278,16 @@ class GalleryWidget(DockWidget):
                 )
             informed = self.session.informed.informed
         else:
-            informed = pick_informed(
-                layer_to_volume(source, copy=False),
-                bundle.config,
-                position=float(self.position.value),
-                name=source.name,
-            )
+            source_volume = layer_to_volume(source, copy=False)
+            informed = pick_informed(source_volume, bundle.config, position=float(self.position.value),
+                                     name=source.name)
         cases = [
             StudyCase(layer.name, layer_to_volume(layer), self._image_for(layer))
             for layer in self.cases.value
         ]
+        for case in cases:  # folder cases are read, and refused by the sampler's own checks, in the worker
+            self._gate(bundle, case.mask, case.image, informed=None if source == FROM_WIDGET else source_volume,
+                       what=f"case {case.name!r}")
         cases += self.folder_cases
         if not cases:
             raise ValueError("select mask layers and/or add a folder of cases")
@@ -290,6 +297,12 @@ class GalleryWidget(DockWidget):
             mask = case.mask if not isinstance(case.mask, (str, Path)) else None
             total += count_windows(bundle.config, mask, p, options) if mask is not None else 0
         return deenhance(bundle, cases, informed, options=options, cancel=token), total
+
+    def _gate(self, bundle, mask, image=None, informed=None, what: str = "the inputs") -> None:
+        """The domain check before any work: out of domain is refused unless "Run anyway" is ticked."""
+        from ..domain import require_domain
+
+        require_domain(bundle.config, mask, image, informed=informed, force=bool(self.force.value), what=what)
 
     def _image_for(self, mask_layer):
         """The image layer sharing the mask's geometry (the difference reference), if any."""

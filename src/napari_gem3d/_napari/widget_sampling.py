@@ -205,6 +205,11 @@ class SamplingWidget(DockWidget):
         self.follow = CheckBox(
             name="follow", text="follow the window (moves the slider: costs a redraw per window)", value=False
         )
+        self.force = CheckBox(
+            name="force", text="Run anyway when out of the model's domain", value=False,
+            tooltip="the domain check compares the scan and mask with the model card (modality, labels, field "
+                    "of view); when it refuses, this runs anyway and records the findings in the result",
+        )
         self.form = Container(
             widgets=[
                 self.mask,
@@ -218,6 +223,7 @@ class SamplingWidget(DockWidget):
                 self.precision,
                 self.mode,
                 self.follow,
+                self.force,
             ]
         )
         self.track(self.form)
@@ -283,7 +289,13 @@ class SamplingWidget(DockWidget):
                 else ("Model: none. The bundled demo model is not installed: use Load model…")
             )
         else:
-            text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'})"
+            card = bundle.config.card
+            knows = (f"{card.modality} {card.contrast}, {card.body_region}" if card.known
+                     else "no model card: its domain is unknown")
+            text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'}): {knows}"
+            names = {int(k): str(v) for k, v in bundle.config.labels.names.items()}
+            self.model_label.setToolTip("\n".join(card.describe(names, bundle.config.image_size,
+                                                                bundle.config.slice_axis)))
         self.model_label.setText(text)
 
     def _informed_chosen(self, choice) -> None:
@@ -422,6 +434,7 @@ class SamplingWidget(DockWidget):
             official_compat=official,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
+        from ..domain import require_domain
         from ..sampling.device import effective_precision, resolve_device
         from ..sampling.informed import relative_index
 
@@ -437,12 +450,16 @@ class SamplingWidget(DockWidget):
                 f"image {image_layer.name!r} {image_volume.shape} and mask {mask_layer.name!r} "
                 f"{mask_volume.shape} are not in one geometry: resample the mask onto the image first"
             )
+        domain = require_domain(bundle.config, mask_volume, image_volume, force=bool(self.force.value),
+                                what=f"mask {mask_layer.name!r}" + (f" and image {image_layer.name!r}" if image_layer
+                                                                   else ""))
         grid = model_grid(mask_volume, bundle.config.image_size, bundle.config.slice_axis)
         position = float(self.position.value)
         start = relative_index(position, grid.num_slices)
         start_known = mode == "gem3d" and (informed.is_true_slice if informed is not None else True)
         plan = plan_for(bundle.config, grid.num_slices, start, start_known, options)
         layer = self._output_layer(mask_layer, image_layer, options, plan, grid)
+        layer.metadata[RESULT_KEY]["domain"] = domain.to_dict()
         self.session.add_result(layer, mask_layer)
         self.session.last_run = RunSnapshot(
             weakref.ref(mask_layer), None if image_layer is None else weakref.ref(image_layer), self.values()
@@ -580,7 +597,8 @@ class SamplingWidget(DockWidget):
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         widget = {"name": "GEM-3D sampling dock", "settings": info.get("settings")}
-        info.update(status="complete", provenance={**generated.provenance, "widget": widget})
+        info.update(status="complete", provenance={**generated.provenance, "widget": widget,
+                                                   "domain": info.get("domain")})
         self.status.setText(
             f"Done: {len(live.plan)} windows in {generated.provenance['timings_s']['total']:.1f} s "
             f"on {generated.provenance['device']}."

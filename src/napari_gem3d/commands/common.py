@@ -23,6 +23,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-inpaint", action="store_true", help="do not paste the overlap frames (ablation)")
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
     g.add_argument("--position", type=float, default=0.5, help="relative start position p in [0, 1]")
+    g.add_argument("--force", action="store_true",
+                   help="generate even when the domain check finds the inputs outside the model's domain "
+                        "(the findings are recorded in the provenance and the output's description)")
     g.add_argument("--decode-chunk", type=_positive_int, default=None, metavar="N",
                    help="slices per VAE call (default: automatic, 2^20 pixels: 4 slices of 512x512); "
                         "lower it if the GPU runs out of memory")
@@ -135,3 +138,11 @@ def run_with_progress(gen, total_hint: int | None = None, desc: str = "windows")
     finally:
         if bar is not None:
             bar.close()
+
+
+def domain_gate(args: argparse.Namespace, bundle, mask, image=None, informed=None, what: str = "the inputs"):
+    """The domain check of :mod:`napari_gem3d.domain`: refuses out-of-domain inputs unless ``--force``."""
+    from ..domain import require_domain
+
+    return require_domain(bundle.config, mask, image, informed=informed, force=bool(getattr(args, "force", False)),
+                          what=what)

@@ -6,7 +6,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from .common import add_output_options, add_sampling_options, load_model, run_provenance, sampling_options
+from .common import (
+    add_output_options,
+    add_sampling_options,
+    domain_gate,
+    load_model,
+    run_provenance,
+    sampling_options,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     image = read_volume(args.image) if args.image else None
     dtype = output_dtype(args.dtype, image)
     bundle = load_model(args.model)
+    domain = domain_gate(args, bundle, mask, image)
+    for path in args.informed_from:  # each appearance source must be a scan the model knows too
+        domain_gate(args, bundle, mask, informed=read_volume(path), what=f"the mask with --informed-from {path.name}")
     informed = _informed_list(args, bundle)
     gen = counterfactuals(bundle, mask, informed, image=image, position=args.position, options=options)
     bar = None
@@ -107,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    run = run_provenance(args, inputs)
+    run = {**run_provenance(args, inputs), "domain": domain.to_dict()}
     results = [replace(r, provenance={**r.provenance, **run}) for r in results]
     paths = export_results(results, args.out, overwrite=args.overwrite, difference=image is not None,
                            dtype=dtype, inputs=inputs)

@@ -8,6 +8,7 @@ from pathlib import Path
 from .common import (
     add_output_options,
     add_sampling_options,
+    domain_gate,
     load_model,
     run_provenance,
     run_with_progress,
@@ -35,15 +36,16 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out, inputs=inputs)
     dtype = output_dtype(args.dtype, image)
     bundle = load_model(args.model)
+    domain = domain_gate(args, bundle, mask, image, what="the demo case")
     out = run_with_progress(
         sample_volume(bundle, mask, image=image, position=args.position, options=options)
     )
     array, stored = cast_output(out.volume.array, dtype)
     generated = image.with_array(array, source=None)
-    provenance = {**out.provenance, **run_provenance(args, inputs), "output": stored}
+    provenance = {**out.provenance, **run_provenance(args, inputs), "output": stored, "domain": domain.to_dict()}
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / "generated.nii.gz"
-    write_volume(generated, target, provenance=provenance, overwrite=True)
+    write_volume(generated, target, provenance=provenance, overwrite=True, description=domain.summary())
     save_montage(
         [("real image", image), ("mask", mask), ("generated", generated)],
         args.out / "montage.png",

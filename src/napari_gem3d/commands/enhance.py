@@ -13,7 +13,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from .common import add_output_options, add_sampling_options, load_model, run_provenance, sampling_options
+from .common import (
+    add_output_options,
+    add_sampling_options,
+    domain_gate,
+    load_model,
+    run_provenance,
+    sampling_options,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     def produce(job: batch.Job):
         image, mask = read_volume(job.case.image), read_volume(job.case.mask)
+        domain = domain_gate(args, bundle, mask, image, what=f"case {job.case.name}")
         opts = replace(options, seed=job.spec["seed"])
         out = run_to_end(
             sample_volume(bundle, mask, image=image, position=job.spec["position"], options=opts)
@@ -93,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         array, stored = cast_output(out.volume.array, output_dtype(args.dtype, image))
         provenance = {**out.provenance, **run_provenance(args, [("image", job.case.image), ("mask", job.case.mask)])}
         provenance["batch"] = {"command": "enhance", "case": job.case.name, "replicate": job.spec["replicate"]}
-        provenance["output"] = stored
+        provenance["output"], provenance["domain"] = stored, domain.to_dict()
         return {"image": (image.with_array(array), None), "mask": (mask, None)}, provenance
 
     print(f"[rank {rank}] {len(jobs)} of {len(todo)} jobs ({len(cases)} cases x {args.times}) on {device}")

@@ -13,7 +13,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from .common import add_output_options, add_sampling_options, load_model, run_provenance, sampling_options
+from .common import (
+    add_output_options,
+    add_sampling_options,
+    domain_gate,
+    load_model,
+    run_provenance,
+    sampling_options,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"image {job.case.image.name} and mask {job.case.mask.name} differ in geometry"
                 )
+        domain = domain_gate(args, bundle, mask, None if job.case.image is None else geometry,
+                             informed=informed_volume, what=f"case {job.case.name}")
         opts = replace(options, seed=job.spec["seed"])
         out = run_to_end(sample_volume(bundle, mask, informed=informed, position=args.position, options=opts))
         array, stored = cast_output(out.volume.array, dtype)
         roles = [("mask", job.case.mask), ("image", job.case.image), ("informed_from", args.informed_from)]
-        provenance = {**out.provenance, **run_provenance(args, roles), "output": stored}
+        provenance = {**out.provenance, **run_provenance(args, roles), "output": stored, "domain": domain.to_dict()}
         provenance["batch"] = {"command": "harmonize", "case": job.case.name}
         return {"image": (geometry.with_array(array), None), "mask": (mask, None)}, provenance
 

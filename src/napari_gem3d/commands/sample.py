@@ -8,6 +8,7 @@ from pathlib import Path
 from .common import (
     add_output_options,
     add_sampling_options,
+    domain_gate,
     load_model,
     run_provenance,
     run_with_progress,
@@ -44,15 +45,17 @@ def run(args: argparse.Namespace) -> int:
     if informed_volume is not None:
         informed = pick_informed(informed_volume, bundle.config, position=args.position,
                                  name=str(args.informed_from))
+    domain = domain_gate(args, bundle, mask, image, informed_volume)
     # the stored type follows the volume whose intensity units the output takes
     dtype = output_dtype(args.dtype, image if image is not None else informed_volume)
     out = run_with_progress(
         sample_volume(bundle, mask, image=image, informed=informed, position=args.position, options=options)
     )
     array, stored = cast_output(out.volume.array, dtype)
-    provenance = {**out.provenance, **run_provenance(args, inputs), "output": stored}
+    provenance = {**out.provenance, **run_provenance(args, inputs), "output": stored, "domain": domain.to_dict()}
     geometry = image or mask
-    write_volume(geometry.with_array(array), args.out, provenance=provenance, overwrite=args.overwrite)
+    write_volume(geometry.with_array(array), args.out, provenance=provenance, overwrite=args.overwrite,
+                 description=domain.summary())
     t = out.provenance["timings_s"]
     print(f"wrote {args.out} ({out.provenance['num_windows']} windows, {t['total']:.1f} s, {stored['dtype']})")
     return 0

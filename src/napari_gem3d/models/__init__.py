@@ -1,6 +1,7 @@
 """Networks, model bundles and the official-checkpoint converter."""
 
 from .bundle import BundleConfig, BundleError, ModelBundle, build_bundle, load_bundle, save_bundle
+from .card import ModelCard
 from .latent import LatentCodec
 from .unet import SliceUNet, UNetConfig, VolumeUNet, build_unet
 from .vae import AutoencoderKL, VAEConfig
@@ -10,6 +11,7 @@ __all__ = [
     "BundleConfig",
     "BundleError",
     "LatentCodec",
+    "ModelCard",
     "ModelBundle",
     "SliceUNet",
     "UNetConfig",

@@ -32,6 +32,7 @@ from torch import nn
 from ..diffusion.schedule import NoiseSchedule
 from ..masks import LabelSpec
 from ..volume import IntensityNorm
+from .card import ModelCard
 from .latent import MASK_CONDITIONS, LatentCodec
 from .unet import SliceUNet, UNetConfig, VolumeUNet, build_unet
 from .vae import AutoencoderKL, VAEConfig
@@ -65,9 +66,15 @@ class BundleConfig:
     name: str = "unnamed"
     description: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard.unknown)  # the model's domain (models/card.py)
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        declared = set(self.labels.labels)
+        listed = {*self.card.tissue_labels, *self.card.lesion_labels, *self.card.background_labels}
+        if self.card.known and not listed <= declared:
+            raise BundleError(f"the model card names labels {sorted(listed - declared)} that the label spec "
+                              f"does not declare ({sorted(declared)})")
         unknown = set(self.unets) - set(UNET_COMPONENTS)
         if unknown:
             raise BundleError(f"unknown model component(s) {sorted(unknown)}; known: {UNET_COMPONENTS}")
@@ -120,6 +127,7 @@ class BundleConfig:
                 "vae": {"config": self.vae.to_dict(), "weights": "vae.safetensors"},
                 **{k: {"config": v.to_dict(), "weights": f"{k}.safetensors"} for k, v in self.unets.items()},
             },
+            "card": self.card.to_dict(),
             "provenance": self.provenance,
         }
 
@@ -152,6 +160,7 @@ class BundleConfig:
                 name=d.get("name", "unnamed"),
                 description=d.get("description", ""),
                 provenance=d.get("provenance", {}),
+                card=ModelCard.from_dict(d.get("card")),
             )
         except KeyError as exc:
             raise BundleError(f"{source}: missing entry {exc}") from None

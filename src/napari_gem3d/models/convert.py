@@ -28,6 +28,7 @@ from ..diffusion.schedule import NoiseSchedule
 from ..masks import LabelSpec, official_abdomen_spec, official_brain_spec
 from ..volume import IntensityNorm
 from .bundle import BundleConfig, ModelBundle, save_bundle
+from .card import ModelCard
 from .official import UNET_PREFIX, VAE_PREFIX, KeyMismatchError, build_from_official, official_to_ours
 from .unet import UNetConfig
 
@@ -321,8 +322,30 @@ def convert_official(
         name=f"gem3d-official-{labels}",
         description="Official GEM-3D weights converted by napari-gem3d (trained on nnU-Net-preprocessed data).",
         provenance=provenance,
+        card=official_card(labels),
     )
     return save_bundle(ModelBundle(config, vae_model, unets), out, overwrite=overwrite)
+
+
+def official_card(labels: str) -> ModelCard:
+    """What is published about the official models' training data (reference-gem3d.md §2); geometry left
+    unknown where the paper and repository do not state it."""
+    common = {
+        "intended_use": "research on generative enhancement of 3-D medical images (GEM-3D, arXiv 2403.12852)",
+        "limits": ["trained on nnU-Net-preprocessed arrays: per-volume min-max intensities, the original "
+                   "intensity scale is not restored by the official code",
+                   "converted weights: generation quality is that of the published checkpoints"],
+    }
+    if labels == "brain":
+        return ModelCard(
+            modality="MR", contrast="FLAIR", body_region="brain", tissue_labels=(1,), lesion_labels=(2, 3, 4),
+            background_labels=(0,), intensity_units="arbitrary (MR, z-scored by nnU-Net)",
+            spacing_mm={"in_plane": (1.0, 1.0), "slice": (1.0, 1.0)}, skull_stripped=True,
+            training_data="MSD Task01 BrainTumour (BraTS), FLAIR only, 1 mm isotropic, skull-stripped", **common)
+    return ModelCard(
+        modality="CT", contrast="abdominal CT", body_region="abdomen", tissue_labels=(1, 2, 3, 4),
+        background_labels=(0,), intensity_units="HU",
+        training_data="AbdomenCT-1K (liver, kidney, spleen, pancreas), cropped to drop empty slices", **common)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..masks import require_label_map
 from ..volume import FittedNorm, ModelGrid, Volume, from_model, model_grid, require_finite, to_model
 from .cancel import CancelToken
 from .informed import pick_informed, relative_index
@@ -30,18 +31,7 @@ class GeneratedVolume:
 def mask_to_model(mask: Volume, config) -> tuple[np.ndarray, ModelGrid]:
     """Label volume -> (Z, h, w) model-grid labels (nearest) and the grid; labels are validated."""
     grid = model_grid(mask, config.image_size, config.slice_axis)
-    labels = np.asarray(mask.array)
-    require_finite(labels, "the mask")
-    if not labels.any():
-        raise ValueError(
-            "the mask is empty (every voxel is 0, background): there is nothing to generate; "
-            "draw or load a label map of the anatomy (and lesion) first"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        rounded = np.rint(labels)
-        if not np.array_equal(rounded, labels):
-            raise ValueError("the mask holds non-integer values; a label volume must contain integer labels")
-        labels = rounded.astype(np.int32)
+    labels = require_label_map(mask.array)
     config.labels.validate(labels)
     return to_model(mask.with_array(labels), grid, "labels"), grid
 

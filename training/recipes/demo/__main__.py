@@ -41,6 +41,27 @@ ORDER = ("vae", "slice", "volume-stage1", "volume-stage2", "baseline")
 VAL_CASES = ["colin27", "colin27_tumour"]
 
 
+#: What the demo model is told about itself; training/card.py adds the measured spacing, FOV and intensities.
+DEMO_CARD = {
+    "modality": "MR",
+    "contrast": "T1-weighted",
+    "body_region": "brain",
+    "tissue_labels": [1, 2, 3],
+    "lesion_labels": [4, 5, 6],
+    "background_labels": [0],
+    "intensity_units": "arbitrary (MR)",
+    "skull_stripped": None,  # mixed: the MNI152 template is skull-stripped, the ITK T1 and brain1 are not
+    "training_data": "3 T1 brains (MNI152 2009a template, ITK KmeansTest T1, pyradiomics brain1), 8 variants "
+                     "each with 0-3 synthetic tumours, cropped to the brain (the skull inside the crop kept in two "
+                     "of them); held out: Colin27",
+    "intended_use": "demonstrating GEM-3D generation, counterfactual edits and the plugin on brain T1 MRI",
+    "limits": ["a demonstration model trained for about an hour on a CPU, not for clinical or research use",
+               "needs a dense label map: outside brain, CSF, grey and white matter (gem3d make-mask makes one)",
+               "tumours are synthetic (necrotic core, enhancing rim, oedema), not learned from real lesions",
+               "64x64 in-plane grid: lesions under ~1 cm in-plane may not appear"],
+}
+
+
 def base_config(out: Path, raw: Path) -> dict:
     return {
         "seed": 23,
@@ -68,6 +89,7 @@ def base_config(out: Path, raw: Path) -> dict:
             "description": "Demo GEM-3D model: 64x64 axial T1 brain slices, tissue + tumour labels "
                            "(demo_labels), trained on CPU on MNI152, ITK KmeansTest T1 and pyradiomics brain1 "
                            "with synthetic tumours. A demonstration, not a clinical or benchmark model.",
+            "card": DEMO_CARD,
         },
         "train": {"ema_decay": 0.999, "grad_clip": 1.0, "log_every": 25, "ckpt_every": 500,
                   "val_every": 0, "threads": 1, "warmup_steps": 100},

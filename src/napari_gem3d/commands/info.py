@@ -1,0 +1,28 @@
+"""gem3d info: the model card of a bundle (what the model knows), its grid and its components."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled demo model)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from .common import load_model
+
+    bundle = load_model(args.model)
+    cfg = bundle.config
+    names = {int(k): str(v) for k, v in cfg.labels.names.items()}
+    print(f"model: {cfg.name} (hash {bundle.model_hash[:16]}, napari-gem3d {__version__})")
+    if cfg.description:
+        print(f"description: {cfg.description}")
+    print(f"components: vae, {', '.join(sorted(bundle.unets))}; window {cfg.window} slices, overlap {cfg.overlap}")
+    if not cfg.card.known:
+        print("model card: none (a bundle from before model cards): its domain is unknown and cannot be checked")
+    for line in cfg.card.describe(names, cfg.image_size, cfg.slice_axis):
+        print(line)
+    return 0
