@@ -17,6 +17,7 @@ from napari_gem3d.models import BundleError, build_bundle, load_bundle, save_bun
 from napari_gem3d.models import bundle as bundle_module
 from napari_gem3d.models.presets import small_config
 from napari_gem3d.volume import IntensityNorm
+from net_helpers import path_tol
 
 
 def _randomise(bundle, seed: int = 0):
@@ -103,9 +104,16 @@ def test_round_trip_gives_identical_weights_and_outputs(original, loaded):
         for key in ours:
             assert torch.equal(ours[key], theirs[key]), f"{name}.{key}"
         assert not loaded.modules()[name].training
+    # The outputs are not bit-identical everywhere: load_bundle freezes the networks (requires_grad_(False)),
+    # and with frozen weights MKL may take another matmul path for nn.Linear (on an AVX-512 Xeon the outputs
+    # moved by 5e-8). So: the float32 tolerance of two code paths through a whole network, path_tol with
+    # depth 4 = 32 eps * max|output| (~4e-6 relative). These networks in float32 differ from float64 by at
+    # most 6 eps * max|output|, two float32 paths by at most twice that; a weight mapped to the wrong
+    # tensor moves the outputs by ~1e-1.
     before, after = _outputs(original), _outputs(loaded)
     for key in before:
-        assert torch.equal(before[key], after[key]), key
+        diff = (before[key] - after[key]).abs().max().item()
+        assert diff <= path_tol(before[key], depth=4), (key, diff)
     assert loaded.config == original.config
 
 

@@ -8,7 +8,7 @@ import torch
 from napari_gem3d.models.layers import fold_frames, from_columns, to_columns, unfold_frames
 from napari_gem3d.models.unet import UNetConfig, VolumeUNet, is_temporal_name
 from napari_gem3d.models.vae import AutoencoderKL, VAEConfig
-from net_helpers import randomise
+from net_helpers import path_tol, randomise
 
 TINY = dict(in_channels=12, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
             attention_resolutions=(2,), num_head_channels=16)
@@ -28,7 +28,9 @@ def test_identity_temporal_layers_equal_2d_unet_slice_by_slice():
         vol = unet3d(x, t)
         per_slice = torch.stack([unet2d(x[:, f : f + 1], t)[:, 0] for f in range(16)], dim=1)
     assert torch.equal(vol, unet2d(x, t))  # bit-identical to the 2-D network on the same batch
-    assert (vol - per_slice).abs().max() < 1e-5  # and to slice-by-slice calls (batch-size rounding only)
+    # and to slice-by-slice calls up to rounding: batch 2 and batch 32 may take different conv/matmul kernels.
+    # A whole UNet: depth 4, 32 eps * max|vol| (float32 vs float64 of this network: <= 6 eps * max|vol|)
+    assert (vol - per_slice).abs().max() <= path_tol(vol, depth=4)
 
 
 def test_perturbing_a_temporal_layer_breaks_the_equality():
@@ -96,7 +98,9 @@ def test_non_square_latents_keep_pixels_in_place():
 
         tokens = rearrange(attn.norm(col), "n c f -> n f c")
         ref = col + rearrange(attn.proj_t(multihead_attention(attn.qkv_t(tokens), attn.num_heads)), "n f c -> n c f")
-    assert (full[:, :, y, xpix].T - ref[0]).abs().max() < 1e-5
+    # one attention block, batched over all columns versus one column: depth 2, 16 eps * max|ref|
+    # (float32 vs float64 of this block: <= 2 eps * max); a column from the wrong pixel is off by O(1)
+    assert (full[:, :, y, xpix].T - ref[0]).abs().max() <= path_tol(ref, depth=2)
 
 
 def test_windows_do_not_interact():
