@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_gem3d import batch
+from napari_gem3d import batch, distributed
+from napari_gem3d import cases as pairing
 from napari_gem3d.cli import main
 from napari_gem3d.files import file_sha256
 from napari_gem3d.io import read_volume, write_volume
@@ -97,14 +98,14 @@ def _touch(folder: Path, *names: str) -> None:
 def test_pairing_rules(tmp_path):
     _touch(tmp_path / "a" / "img", "x.nii.gz", "y_image.nii.gz", "z_0000.nrrd", ".x.0123456789ab.tmp.nii.gz")
     _touch(tmp_path / "a" / "msk", "x.nii.gz", "y_mask.nii.gz", "z.nii")
-    cases = batch.pair_cases(tmp_path / "a" / "msk", tmp_path / "a" / "img")
+    cases = pairing.pair_cases(tmp_path / "a" / "msk", tmp_path / "a" / "img")
     assert [(c.name, c.image.name, c.mask.name) for c in cases] == [
         ("x", "x.nii.gz", "x.nii.gz"),
         ("y", "y_image.nii.gz", "y_mask.nii.gz"),
         ("z", "z_0000.nrrd", "z.nii"),
     ]
     assert batch.output_suffix(cases[2]) == ".nrrd"
-    masks_only = batch.pair_cases(tmp_path / "a" / "msk")
+    masks_only = pairing.pair_cases(tmp_path / "a" / "msk")
     assert [c.image for c in masks_only] == [None, None, None]
 
     _touch(tmp_path / "b" / "img", "p.nii.gz", "q.nii.gz")
@@ -112,14 +113,14 @@ def test_pairing_rules(tmp_path):
     with pytest.raises(
         ValueError, match=r"masks without image \['r_seg.nii.gz'\].*images without mask \['q.nii.gz'\]"
     ):
-        batch.pair_cases(tmp_path / "b" / "msk", tmp_path / "b" / "img")
+        pairing.pair_cases(tmp_path / "b" / "msk", tmp_path / "b" / "img")
     _touch(tmp_path / "c" / "msk", "p.nii.gz", "p_mask.nii.gz")
     with pytest.raises(ValueError, match="two mask files map to case 'p'"):
-        batch.pair_cases(tmp_path / "c" / "msk")
+        pairing.pair_cases(tmp_path / "c" / "msk")
 
     csv_path = tmp_path / "b" / "pairs.csv"
     csv_path.write_text("case,image,mask\nfirst,img/q.nii.gz,msk/p.nii.gz\n", encoding="utf-8")
-    (case,) = batch.pair_cases(pairs=csv_path)
+    (case,) = pairing.pair_cases(pairs=csv_path)
     assert (case.name, case.image, case.mask) == (
         "first",
         tmp_path / "b/img/q.nii.gz",
@@ -127,34 +128,34 @@ def test_pairing_rules(tmp_path):
     )
     csv_path.write_text("case,image,mask\nfirst,img/nope.nii.gz,msk/p.nii.gz\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
-        batch.pair_cases(pairs=csv_path)
+        pairing.pair_cases(pairs=csv_path)
 
 
 def test_generated_pairs_with_longest_case_name():
     real = [Path("r/a.nii.gz"), Path("r/a_b_image.nii.gz")]
     gen = [Path("g/a.nii.gz"), Path("g/a_gen01.nii.gz"), Path("g/a_b_gen02.nii.gz")]
-    pairs = batch.pair_generated(real, gen)
+    pairs = pairing.pair_generated(real, gen)
     assert [(r.name, g.name) for r, g in pairs] == [
         ("a.nii.gz", "a.nii.gz"),
         ("a.nii.gz", "a_gen01.nii.gz"),
         ("a_b_image.nii.gz", "a_b_gen02.nii.gz"),
     ]
     with pytest.raises(ValueError, match="ab.nii.gz"):
-        batch.pair_generated(real, [Path("g/ab.nii.gz")])
+        pairing.pair_generated(real, [Path("g/ab.nii.gz")])
 
 
 def test_shard_and_env(monkeypatch):
     items = list(range(11))
-    parts = [batch.shard(items, r, 3) for r in range(3)]
+    parts = [distributed.shard(items, r, 3) for r in range(3)]
     assert sorted(x for p in parts for x in p) == items
     assert parts[1] == [1, 4, 7, 10]
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert batch.dist_env() == (1, 2, 1)
+    assert distributed.dist_env() == (1, 2, 1)
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="invalid RANK=2"):
-        batch.dist_env()
+        distributed.dist_env()
     assert batch.job_seed(0, "a", 1) == batch.job_seed(0, "a", 1) != batch.job_seed(0, "a", 2)
 
 
@@ -226,10 +227,10 @@ def test_resume_skips_finished_and_redoes_partial(
         assert after[f"{name}.nii.gz"] == before[f"{name}.nii.gz"]  # untouched
     records = _records(out)
     for name, rec in records.items():
-        job = batch.Job(name, batch.Case(name, Path("m")), rec["job"])
+        job = batch.Job(name, pairing.Case(name, Path("m")), rec["job"])
         assert batch.is_finished(out, job)
     rec = records["brainA_gen01"]
-    changed = batch.Job("brainA_gen01", batch.Case("brainA", Path("m")), {**rec["job"], "seed": 1})
+    changed = batch.Job("brainA_gen01", pairing.Case("brainA", Path("m")), {**rec["job"], "seed": 1})
     assert not batch.is_finished(out, changed)  # other settings: not finished
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from napari_gem3d._napari.layers import RESULT_KEY, layer_to_volume, transforms_of
 from napari_gem3d._napari.widget_inspector import InspectorWidget, planes_at
-from napari_gem3d.sampling.studies import adjacent_differences
+from napari_gem3d.sampling.variants import adjacent_differences
 
 
 def test_views_planes_and_difference_plot(viewer_case):

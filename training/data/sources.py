@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from napari_gem3d.batch import pair_cases, volume_files
+from napari_gem3d.cases import pair_cases, volume_files
 from napari_gem3d.io import read_volume
 from napari_gem3d.volume import Volume
 

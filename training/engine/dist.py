@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-from napari_gem3d.batch import dist_env
+from napari_gem3d.distributed import dist_env
 from napari_gem3d.sampling.device import resolve_device
 
 

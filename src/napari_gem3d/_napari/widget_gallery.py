@@ -1,7 +1,7 @@
 """Gallery dock: counterfactual (one mask x K informed slices) and de-enhancement (one informed slice x
 K cases) studies, shown as a grid of result layers with difference maps, exported with provenance.
 
-The studies run in :mod:`napari_gem3d.sampling.studies` (Qt-free) on a worker; this dock only collects
+The studies run in :mod:`napari_gem3d.sampling.variants` (Qt-free) on a worker; this dock only collects
 the inputs, shows progress and adds the results as new layers (napari's grid mode; all tiles share the
 dims, so they scroll together).
 """
@@ -153,7 +153,7 @@ class GalleryWidget(DockWidget):
             self.add_folder(folder)
 
     def add_folder(self, folder) -> None:
-        from ..sampling.studies import find_cases
+        from ..sampling.variants import find_cases
 
         self.folder_cases = find_cases(folder)
         self.folder_note.setText(
@@ -187,7 +187,7 @@ class GalleryWidget(DockWidget):
         )
 
     def _start(self):
-        from ..sampling.studies import count_windows
+        from ..sampling.variants import count_windows
 
         bundle = self.session.require_bundle()
         options = self._options()
@@ -216,7 +216,7 @@ class GalleryWidget(DockWidget):
 
     def _counterfactual(self, bundle, options, token, count_windows):
         from ..sampling.informed import generate_informed, pick_informed
-        from ..sampling.studies import counterfactuals
+        from ..sampling.variants import counterfactuals
 
         mask_layer = self.mask.value
         if mask_layer is None:
@@ -268,7 +268,7 @@ class GalleryWidget(DockWidget):
 
     def _deenhance(self, bundle, options, token, count_windows):
         from ..sampling.informed import pick_informed
-        from ..sampling.studies import StudyCase, deenhance
+        from ..sampling.variants import StudyCase, deenhance
 
         source = self.informed_from.value
         if source == FROM_WIDGET:
@@ -329,7 +329,7 @@ class GalleryWidget(DockWidget):
         )
 
     def _on_results(self, results) -> None:
-        from ..sampling.studies import difference_map
+        from ..sampling.variants import difference_map
 
         self.results = list(results)
         added = []
@@ -362,7 +362,7 @@ class GalleryWidget(DockWidget):
     def export(self, folder) -> list[Path]:
         from napari.utils.notifications import show_error, show_info
 
-        from ..sampling.studies import export_results
+        from ..sampling.variants import export_results
         from .writer import open_sources
 
         try:  # no exported file may replace a file open in the viewer

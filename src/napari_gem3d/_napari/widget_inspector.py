@@ -144,7 +144,7 @@ class InspectorWidget(DockWidget):
     # --------------------------------------------------------------------------------------- plot
     def plot(self) -> dict[str, np.ndarray]:
         """Adjacent-slice differences of the volume (and the source) with window boundaries marked."""
-        from ..sampling.studies import adjacent_differences
+        from ..sampling.variants import adjacent_differences
 
         layer = self.volume.value
         if layer is None:

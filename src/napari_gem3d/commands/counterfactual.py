@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..io import read_volume
     from ..outputs import check_output_folder, output_dtype
-    from ..sampling.studies import counterfactuals, export_results
+    from ..sampling.variants import counterfactuals, export_results
 
     if not args.informed_from and args.generate < 1:
         raise ValueError("give --informed-from VOLUME [VOLUME ...] and/or --generate K")

@@ -50,6 +50,8 @@ def _draw_position(seed: int, lo: float, hi: float) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from .. import batch
+    from ..cases import case_inputs, pair_cases
+    from ..distributed import dist_env, rank_device, shard, share_cpu_threads
     from ..files import input_spec
     from ..io import read_volume
     from ..outputs import cast_output, check_output_folder, output_dtype
@@ -62,20 +64,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--position-range needs 0 <= LO <= HI <= 1, got {lo} {hi}")
     if args.pairs is None and (args.images is None or args.masks is None):
         raise ValueError("give --images DIR and --masks DIR, or --pairs CSV")
-    rank, world, local = batch.dist_env()
-    device = batch.rank_device(args.device, local)
-    cases = batch.pair_cases(args.masks, args.images, args.pairs)
+    rank, world, local = dist_env()
+    device = rank_device(args.device, local)
+    cases = pair_cases(args.masks, args.images, args.pairs)
     missing = [c.name for c in cases if c.image is None]
     if missing:
         raise ValueError(f"enhancement needs an image for every case; none for {missing[:5]}")
-    check_output_folder(args.out, inputs=batch.case_inputs(cases, args.pairs))
+    check_output_folder(args.out, inputs=case_inputs(cases, args.pairs))
     options = replace(sampling_options(args), device=device)
-    batch.share_cpu_threads(device)
+    share_cpu_threads(device)
     bundle = load_model(args.model)
     todo = [(c, k) for c in cases for k in range(1, args.times + 1)]
 
     jobs = []
-    for case, k in batch.shard(todo, rank, world):
+    for case, k in shard(todo, rank, world):
         seed = batch.job_seed(args.seed, case.name, k)
         position = args.position if args.position is not None else _draw_position(seed, lo, hi)
         spec = {

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import batch
+    from ..cases import case_inputs, pair_cases
+    from ..distributed import dist_env, rank_device, shard, share_cpu_threads
     from ..files import input_spec
     from ..io import read_volume
     from ..outputs import cast_output, check_output_folder, output_dtype
@@ -47,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pairs is None and args.masks is None:
         raise ValueError("give --masks DIR (and optionally --images DIR), or --pairs CSV")
-    rank, world, local = batch.dist_env()
-    device = batch.rank_device(args.device, local)
-    cases = batch.pair_cases(args.masks, args.images, args.pairs)
-    inputs = [*batch.case_inputs(cases, args.pairs), ("--informed-from", args.informed_from)]
+    rank, world, local = dist_env()
+    device = rank_device(args.device, local)
+    cases = pair_cases(args.masks, args.images, args.pairs)
+    inputs = [*case_inputs(cases, args.pairs), ("--informed-from", args.informed_from)]
     check_output_folder(args.out, inputs=inputs)
     options = replace(sampling_options(args), device=device)
-    batch.share_cpu_threads(device)
+    share_cpu_threads(device)
     informed_volume = read_volume(args.informed_from)
     dtype = output_dtype(args.dtype, informed_volume)  # outputs take the informed volume's units
     bundle = load_model(args.model)
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     informed_spec = {**input_spec(args.informed_from), "position": args.position}
 
     jobs = []
-    for case in batch.shard(cases, rank, world):
+    for case in shard(cases, rank, world):
         seed = batch.job_seed(args.seed, case.name, "harmonize")
         spec = {
             "command": "harmonize",

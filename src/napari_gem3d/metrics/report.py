@@ -211,7 +211,7 @@ def evaluate_folders(
     log: Callable[[str], None] = lambda s: None,
 ) -> EvaluationReport:
     """Every generated volume against its real case; FID-A/C/S (and FID-3D) between the two sets."""
-    from ..batch import pair_generated, volume_files
+    from ..cases import pair_generated, volume_files
     from ..io import read_volume
     from .fid import ViewFeatures, fid_views, frechet_distance
 

@@ -1,4 +1,4 @@
-"""Sampling: window plans, the propagation generator, informed slices, studies."""
+"""Sampling: window plans, the propagation generator, informed slices, variant studies, local regeneration."""
 
 from .cancel import Cancelled, CancelToken
 from .plan import Window, coverage, plan_windows, rounds

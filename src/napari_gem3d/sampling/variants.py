@@ -1,4 +1,4 @@
-"""Studies: many generations from one input, driven through the one sampler generator.
+"""Variant studies: many generations from one input, driven through the one sampler generator.
 
 - :func:`counterfactuals`: one mask x K informed slices (the same anatomy, K patient priors / styles).
 - :func:`deenhance`: one informed slice x K (image, mask) cases (dataset-level harmonisation).

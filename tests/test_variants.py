@@ -11,7 +11,7 @@ from napari_gem3d.io import read_volume, write_volume
 from napari_gem3d.sampling import Cancelled, CancelToken, SamplingOptions
 from napari_gem3d.sampling.informed import pick_informed
 from napari_gem3d.sampling.pipeline import run_to_end
-from napari_gem3d.sampling.studies import (
+from napari_gem3d.sampling.variants import (
     StudyCase,
     adjacent_differences,
     count_windows,
