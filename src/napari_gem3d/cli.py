@@ -15,7 +15,9 @@ from .domain import DomainError
 COMMANDS = {
     "info": ("info", "the model card of a bundle: modality, labels, geometry, training data, limits"),
     "check": ("check", "is an image + mask inside the model's domain? (exit 0 in domain, 3 out)"),
+    "make-mask": ("make_mask", "a model-ready label mask (brain, CSF/GM/WM, lesions) from your own brain MR scan"),
     "sample": ("sample", "generate a volume from a mask (and an image or informed slice)"),
+    "regenerate": ("regenerate", "after a mask edit, regenerate only the slices whose mask changed"),
     "demo": ("demo", "run the bundled demo case through the bundled model"),
     "convert-official": ("convert", "convert official GEM-3D checkpoints into a model bundle"),
     "evaluate": ("evaluate", "metrics of generated vs real volumes (MS-SSIM, PSNR, FID-A/C/S, consistency)"),

@@ -309,11 +309,19 @@ def mask_hash(mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def mask_slice_hashes(slices: np.ndarray, chars: int = 12) -> list[str]:
+    """A short sha256 per slice of a ``(Z, H, W)`` label stack: which slices an edit touched, without
+    keeping the old mask (local regeneration)."""
+    stack = np.ascontiguousarray(np.asarray(slices).astype(np.int16, copy=False))
+    return [hashlib.sha256(stack[z].tobytes()).hexdigest()[:chars] for z in range(stack.shape[0])]
+
+
 __all__ = [
     "LabelSpec",
     "UndeclaredLabelsError",
     "body_region",
     "mask_hash",
+    "mask_slice_hashes",
     "official_abdomen_spec",
     "official_brain_spec",
     "outside_from_image",

@@ -95,3 +95,34 @@ def test_bad_input_is_reported(viewer_case, monkeypatch):
     widget.delete_button.clicked.emit()
     assert shown and "no voxel with label" in shown[-1]
     assert parse_labels("4-6, 8") == (4, 5, 6, 8)
+
+
+def test_mask_from_image_adds_a_model_ready_layer_in_the_image_geometry(viewer_case, bundle, qtbot):
+    import dataclasses
+
+    from napari_gem3d.models import ModelBundle, ModelCard
+
+    viewer, image_layer, mask_layer = viewer_case
+    card = ModelCard(modality="MR", contrast="T1", body_region="brain", tissue_labels=(1, 2, 3),
+                     lesion_labels=(4, 5, 6), background_labels=(0,))
+    carded = ModelBundle(dataclasses.replace(bundle.config, card=card), bundle.vae, bundle.unets, bundle.path,
+                         bundle.model_hash)
+    get_session(viewer).set_bundle(carded, "carded")
+    widget = _editor(viewer)
+    widget.image.value = image_layer
+    lesion = viewer.add_labels((mask_layer.data >= 4).astype(np.uint8), name="lesion",
+                               scale=mask_layer.scale, translate=mask_layer.translate)
+    widget.reset_choices()
+    widget.lesion_from.value = lesion
+    widget.brain.value = "none"  # the synthetic image has no skull
+    layers_before = len(viewer.layers)
+    job = widget.mask_from_image()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    assert job.state == "done" and len(viewer.layers) == layers_before + 1
+    made = viewer.layers[-1]
+    assert made.name == "image model mask" and made.data.shape == image_layer.data.shape
+    assert np.allclose(layer_affine(made), layer_affine(image_layer))
+    assert set(np.unique(made.data)) <= {0, 1, 2, 3, 4, 5, 6}
+    assert np.all(made.data[lesion.data > 0] >= 4)  # the user's lesion stays lesion
+    assert {2, 3} <= set(np.unique(made.data))
+    assert widget.mask.value is made

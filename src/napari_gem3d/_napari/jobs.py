@@ -70,6 +70,12 @@ def _report(exc: BaseException, where: str) -> None:
     show_error(f"GEM-3D {where} failed: {message}")
 
 
+def run_once(fn, *args, **kwargs):
+    """A generator that runs ``fn`` once and returns its value (a :class:`Job` for one blocking call)."""
+    return fn(*args, **kwargs)
+    yield  # pragma: no cover - makes this a generator function
+
+
 class Job:
     """One background run of ``generator`` with napari progress (``total`` updates) and cancel."""
 

@@ -14,7 +14,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, PushButton, SpinBox
 
 from ._qt_helpers import DockWidget, layer_choices, note
-from .jobs import Handlers, Job, JobToken
+from .jobs import Handlers, Job, JobToken, run_once
 from .layers import layer_to_volume, model_slice_index
 
 FROM_LAYER = "Image layer"
@@ -22,12 +22,6 @@ GENERATE = "Generate with the slice model"
 CURRENT = "Current slice"
 RELATIVE = "Relative position p"
 PREVIEW_NAME = "informed slice (preview)"
-
-
-def _once(fn, *args, **kwargs):
-    """A generator that runs ``fn`` once and returns its value (for :class:`Job`)."""
-    return fn(*args, **kwargs)
-    yield  # pragma: no cover - makes this a generator function
 
 
 class InformedSliceWidget(DockWidget):
@@ -169,7 +163,7 @@ class InformedSliceWidget(DockWidget):
             self.session.set_job(None)
 
         job = Job(
-            _once(
+            run_once(
                 generate_informed, bundle, p, seed=seed, steps=steps, device=self.session.device, cancel=token
             ),
             total=0,

@@ -67,6 +67,30 @@ class MaskEditorWidget(DockWidget):
         self.track(new)
         self.body.addWidget(new.native)
 
+        # ---- a model-ready mask from the image (napari_gem3d.make_mask)
+        self.lesion_from = ComboBox(name="lesion_from", label="your lesion mask", nullable=True,
+                                    choices=layer_choices(viewer, napari.layers.Labels),
+                                    tooltip="optional: a lesion (or full) label layer on the image's grid")
+        self.lesion_as = LineEdit(name="lesion_as", label="lesion becomes", value="auto",
+                                  tooltip="'auto' splits each lesion into the model's lesion parts by intensity; "
+                                          "or a model label name, e.g. 'oedema'")
+        self.label_map = LineEdit(name="label_map", label="label map", value="",
+                                  tooltip="for a mask in another label scheme: VALUE:NAME pairs, e.g. "
+                                          "'1:grey matter,2:white matter,3:necrotic tumour core'")
+        self.brain = ComboBox(name="brain", label="brain region", choices=["auto", "deepbet", "fallback", "none"],
+                              value="auto", tooltip="auto: deepbet when installed, else a network-free fallback; "
+                                                    "none: the image is already skull-stripped")
+        self.from_image_button = PushButton(
+            text="Mask from image", tooltip="a label map in the model's scheme (outside brain, CSF, grey and white "
+                                            "matter, your lesions) made from the image, as a new layer")
+        self.from_image_button.clicked.connect(lambda *_: self._guard(self.mask_from_image))
+        derive = Container(widgets=[self.lesion_from, self.lesion_as, self.label_map, self.brain,
+                                    self.from_image_button])
+        self.track(derive)
+        section0 = QCollapsible("Mask from image")
+        section0.addWidget(derive.native)
+        self.body.addWidget(section0)
+
         # ---- painting
         self.mask = ComboBox(name="mask", label="mask", choices=layer_choices(viewer, napari.layers.Labels))
         self.label = SpinBox(name="label", label="paint label", min=0, max=255, value=1)
@@ -238,6 +262,40 @@ class MaskEditorWidget(DockWidget):
         self.mask.value = layer
         layer.mode = "paint"
         return layer
+
+    def mask_from_image(self):
+        """Run make-mask on the chosen image in a worker; the result becomes a new Labels layer."""
+        from ..commands.make_mask import parse_label_map
+        from ..make_mask import make_model_mask
+        from .jobs import Handlers, Job, run_once
+        from .layers import layer_to_volume
+
+        image = self.image.value
+        if image is None:
+            raise ValueError("choose the image layer to make the mask from")
+        bundle = self.session.require_bundle()
+        config = bundle.config
+        names = {int(k): str(v) for k, v in config.labels.names.items()}
+        lesion = layer_to_volume(self.lesion_from.value) if self.lesion_from.value is not None else None
+        label_map = parse_label_map(self.label_map.value) if self.label_map.value.strip() else None
+        volume = layer_to_volume(image)
+
+        def done(result):
+            labels, report = result
+            metadata = {SOURCE_KEY: dict(image.metadata[SOURCE_KEY])} if SOURCE_KEY in image.metadata else {}
+            layer = self.viewer.add_labels(np.asarray(labels.array), name=f"{image.name} model mask",
+                                           metadata=metadata, **transforms_of(image))
+            self.reset_choices()
+            self.mask.value = layer
+            counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
+            self.status.setText(f"Mask from image ({report['method']['brain']}): {counts}")
+
+        job = Job(run_once(make_model_mask, volume, config.card, names, lesion=lesion,
+                           lesion_as=self.lesion_as.value.strip() or "auto", label_map=label_map,
+                           brain=self.brain.value),
+                  total=0, desc="GEM-3D mask from image", handlers=Handlers(returned=done))
+        self.status.setText("Making a mask from the image (brain extraction takes a few seconds)…")
+        return job.start()
 
     # ---------------------------------------------------------------------------------- painting
     def _mask_chosen(self, layer) -> None:

@@ -190,6 +190,15 @@ class SamplingWidget(DockWidget):
         )
         self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
         self.eta = FloatSpinBox(name="eta", label="eta", min=0.0, max=1.0, step=0.1, value=1.0)
+        self.solver = ComboBox(
+            name="solver",
+            label="solver",
+            choices=[("DDIM", "ddim"), ("DPM-Solver++ 2M", "dpmpp2m")],
+            value="ddim",
+            tooltip="DDIM: the official sampler (eta > 0 adds noise at every step). DPM-Solver++ 2M: "
+                    "deterministic (eta is ignored), about as good at 10-12 steps as DDIM at 25-50; "
+                    "not with the official-compat mode",
+        )
         self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
         self.device = ComboBox(
             name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
@@ -217,6 +226,7 @@ class SamplingWidget(DockWidget):
                 self.informed,
                 self.position,
                 self.steps,
+                self.solver,
                 self.eta,
                 self.seed,
                 self.device,
@@ -432,6 +442,7 @@ class SamplingWidget(DockWidget):
             precision=self.precision.value,
             mode=mode,
             official_compat=official,
+            solver=self.solver.value,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain

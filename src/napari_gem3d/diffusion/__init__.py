@@ -1,4 +1,4 @@
-"""Noise schedules and the DDIM step (torch + numpy only; no MONAI scheduler).
+"""Noise schedules, the DDIM step and DPM-Solver++(2M) (torch + numpy only; no MONAI scheduler).
 
 Imported lazily by the sampler: importing ``napari_gem3d`` does not import this package.
 """
@@ -11,6 +11,7 @@ from .ddim import (
     make_ddim_plan,
     renoise_alpha_cumprod,
 )
+from .dpm import DPMPlan, data_prediction, dpm_step, make_dpm_plan
 from .schedule import OFFICIAL_SCHEDULE, PREDICTIONS, SCHEDULE_KINDS, NoiseSchedule
 
 __all__ = [
@@ -18,10 +19,14 @@ __all__ = [
     "PREDICTIONS",
     "SCHEDULE_KINDS",
     "DDIMPlan",
+    "DPMPlan",
     "NoiseSchedule",
     "StepOutput",
+    "data_prediction",
     "ddim_step",
     "ddim_timesteps",
+    "dpm_step",
     "make_ddim_plan",
+    "make_dpm_plan",
     "renoise_alpha_cumprod",
 ]

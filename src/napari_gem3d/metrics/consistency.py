@@ -130,6 +130,27 @@ def consistency(
     )
 
 
+def axis_differences(volume: Volume, slice_axis: str = "S") -> tuple[float, float, float]:
+    """Mean |difference| between neighbouring voxels along the (slice, row, column) axes of the model frame,
+    after mapping the volume's own 1st-99th percentile to [0, 1]."""
+    x = np.asarray(oriented(volume, slice_axis), dtype=np.float32)
+    lo, hi = np.percentile(x, [1.0, 99.0])
+    x = np.clip((x - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(x)
+    return tuple(float(np.abs(np.diff(x, axis=a)).mean()) for a in range(3))  # type: ignore[return-value]
+
+
+def stripe_index(generated: Volume, reference: Volume, slice_axis: str = "S") -> float:
+    """(slice-axis difference ratio) / (mean in-plane difference ratio), generated over ``reference``.
+
+    A volume whose slices change from one to the next as much as in the reference, relative to how much
+    it changes within a slice, has 1; slice-to-slice stripes push it above 1. The reference is the real
+    volume, or without one the volume the informed slice came from (same anatomy class and scanner).
+    """
+    g, r = axis_differences(generated, slice_axis), axis_differences(reference, slice_axis)
+    ratios = [a / b if b > 0 else float("nan") for a, b in zip(g, r, strict=True)]
+    return float(ratios[0] / (0.5 * (ratios[1] + ratios[2])))
+
+
 def generated_consistency(generated: Volume, *, slice_axis: str = "S", norm: IntensityNorm = DEFAULT_NORM):
     """Profile and seam ratio of a generated volume alone (no real volume), seams from its provenance."""
     prov = generated.header.get("provenance") or {}

@@ -4,6 +4,11 @@ Known frames hold latents that were generated before (the overlap with the previ
 or the true start slice). Before the loop and after every step they are replaced by those
 latents re-noised to ``plan.renoise_a`` (the current noise level of x; the official levels in
 ``official_compat`` plans). The same loop samples the slice model (no known frames).
+
+A :class:`~napari_gem3d.diffusion.DPMPlan` runs DPM-Solver++(2M) instead (deterministic, no "ddim"
+draws), with the same known-frame rule: pasted at the first timestep's level before the first model
+call and at the level x lands on after every step; the last step lands on clean data (alpha-bar 1),
+so the known frames come out as their clean latents.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..diffusion import DDIMPlan, ddim_step
+from ..diffusion import DDIMPlan, DPMPlan, data_prediction, ddim_step, dpm_step
 from .cancel import CancelToken
 from .request import check_seed
 
@@ -84,7 +89,7 @@ def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: 
 def denoise(
     model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    plan: DDIMPlan,
+    plan: DDIMPlan | DPMPlan,
     noises: Sequence[NoiseSource],
     *,
     known: Known | None = None,
@@ -98,9 +103,14 @@ def denoise(
     ``noises[b]`` supplies the random draws of batch element b.
     ``on_step(i, x_t, x_prev, log_prob)`` sees every step (x_t after the paste, x_prev before the
     next paste); when given, the step also returns the log-probability over generated frames.
+    A :class:`DPMPlan` runs :func:`denoise_dpm` instead (DPM-Solver++(2M); log_prob is None).
     """
     if len(noises) != x.shape[0]:
         raise ValueError(f"need one noise source per batch element ({x.shape[0]}), got {len(noises)}")
+    if isinstance(plan, DPMPlan):
+        return denoise_dpm(
+            model_fn, x, plan, noises, known=known, prediction=prediction, cancel=cancel, on_step=on_step
+        )
     plan = plan.to(x.device)
     use_known = known is not None and known.any
     frame_mask = ~known.mask.to(x.device) if (use_known and x.ndim == 5) else None
@@ -123,4 +133,43 @@ def denoise(
         if on_step is not None:
             on_step(i, x, x_prev, step.log_prob)
         x = paste_known(x_prev, known, plan.renoise_a[i + 1], noises) if use_known else x_prev
+    return x
+
+
+def denoise_dpm(
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    plan: DPMPlan,
+    noises: Sequence[NoiseSource],
+    *,
+    known: Known | None = None,
+    prediction: str = "eps",
+    cancel: CancelToken | None = None,
+    on_step: StepHook | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) from ``x`` (= x_T at ``plan.t[0]``) to clean data, one model call per step.
+
+    Known frames are pasted at ``plan.renoise_a[0]`` (the first timestep's level) before the first model
+    call and at ``plan.renoise_a[i + 1]`` (the level x now sits at) after step i, from "known" draws;
+    after the last step that level is 1, so they are exactly their clean latents. Deterministic
+    otherwise: no "ddim" draws. ``on_step(i, x_t, x_next, None)`` sees every step.
+    """
+    if len(noises) != x.shape[0]:
+        raise ValueError(f"need one noise source per batch element ({x.shape[0]}), got {len(noises)}")
+    plan = plan.to(x.device)
+    use_known = known is not None and known.any
+    if use_known:
+        x = paste_known(x, known, plan.renoise_a[0], noises)
+    batch = x.shape[0]
+    x0_prev = None
+    for i in range(plan.num_steps):
+        if cancel is not None:
+            cancel.check()
+        out = model_fn(x, plan.t[i].expand(batch))
+        x0 = data_prediction(out, x, plan.alpha[i], plan.sigma[i], prediction)
+        x_next = dpm_step(x, x0, x0_prev, plan, i)
+        x0_prev = x0
+        if on_step is not None:
+            on_step(i, x, x_next, None)
+        x = paste_known(x_next, known, plan.renoise_a[i + 1], noises) if use_known else x_next
     return x

@@ -69,11 +69,12 @@ def generate_informed(
     eta: float = 1.0,
     device: str = "auto",
     cancel=None,
+    solver: str = "ddim",
 ) -> InformedSlice:
     """Sample a slice latent at relative ``position`` with the bundle's slice model (same DDIM loop)."""
     import torch
 
-    from ..diffusion import make_ddim_plan
+    from ..diffusion import make_ddim_plan, make_dpm_plan
     from .denoise import SeededNoise, denoise
     from .device import release_memory, resolve_device
 
@@ -84,7 +85,9 @@ def generate_informed(
     cfg = bundle.config
     dev = resolve_device(device)
     bundle.to(dev)
-    plan = make_ddim_plan(cfg.schedule, steps, eta)
+    if solver not in ("ddim", "dpmpp2m"):
+        raise ValueError(f"solver must be 'ddim' or 'dpmpp2m', got {solver!r}")
+    plan = make_dpm_plan(cfg.schedule, steps) if solver == "dpmpp2m" else make_ddim_plan(cfg.schedule, steps, eta)
     noise = SeededNoise(seed, 0)
     c, (h, w) = bundle.codec.latent_channels, cfg.latent_size
     p = torch.tensor([float(position)], device=dev)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-Direction = str  # "first" | "up" | "down"
+Direction = str  # "first" | "up" | "down" | "bridge" (local regeneration)
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,37 @@ def _plan(n: int, w: int, h: int, s: int, start_known: bool) -> list[Window]:
                 start, known, informed = seq[rnd - 1]
                 windows.append(_make(index, start, start + w, direction, known, rnd, informed))
                 index += 1
+    return windows
+
+
+def plan_bridge(num_slices: int, window: int, overlap: int, lo: int, hi: int) -> list[Window]:
+    """Windows that regenerate slices ``[lo, hi)`` of a finished volume and nothing else.
+
+    Windows sweep up from ``lo``, one per round. In each, every frame below what is already final
+    (slices under ``lo``, then the overlap with the window before) and every frame at or above ``hi`` is
+    known: the regenerated range is held by the finished volume on both sides at every step (RePaint
+    at both boundaries). The window's informed latent is the slice just below it (``lo - 1`` for the
+    first; at the volume's bottom, the slice above the range, else the initial informed latent).
+    Every slice of ``[lo, hi)`` is written exactly once; no other slice is written.
+    """
+    _validate(num_slices, window, overlap, min(max(lo, 0), num_slices - 1))
+    if not 0 <= lo < hi <= num_slices:
+        raise ValueError(f"the range to regenerate [{lo}, {hi}) must be a non-empty part of [0, {num_slices})")
+    # two frames of overlap: a window that would end exactly at `hi` moves up one and still holds a
+    # finished slice below, so the slice at `hi` is held too (with one frame it would lose one side)
+    w, h = min(window, num_slices), max(overlap, 2)
+    windows: list[Window] = []
+    done = lo  # slices below `done` are final (the finished volume, then earlier windows)
+    # a range that fits one window sits in its middle: as much finished context below as above
+    start = min(max(lo - max(h, (w - (hi - lo)) // 2), 0), num_slices - w)
+    while done < hi:
+        if start + w == hi < num_slices and start + 1 < done:
+            start += 1
+        known = [f for f in range(w) if start + f < done or start + f >= hi]
+        informed = done - 1 if done > 0 else (hi if hi < num_slices else None)
+        windows.append(_make(len(windows), start, start + w, "bridge", known, len(windows), informed))
+        done = min(start + w, hi)
+        start = min(done - h, num_slices - w)
     return windows
 
 

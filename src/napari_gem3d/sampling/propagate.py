@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..diffusion import make_ddim_plan
-from ..masks import mask_hash
+from ..diffusion import make_ddim_plan, make_dpm_plan
+from ..masks import mask_hash, mask_slice_hashes
 from ..models.bundle import ModelBundle
 from .cancel import CancelToken
 from .denoise import Known, SeededNoise, denoise
@@ -52,7 +52,15 @@ def generate(
     *,
     cancel: CancelToken | None = None,
     recorder: Recorder | None = None,
+    windows: list[Window] | None = None,
+    preset: dict[int, torch.Tensor] | None = None,
 ) -> Generator[WindowUpdate, None, SamplingResult]:
+    """Run the window plan of ``request``; yield each finished window, return the whole result.
+
+    ``windows`` replaces the propagation plan and ``preset`` gives the latents of finished slices that
+    those windows hold as known (local regeneration, :mod:`.regenerate`): only the windows' written
+    slices are generated and decoded.
+    """
     opts = request.options
     cfg = bundle.config
     mask = np.asarray(request.mask)
@@ -71,9 +79,12 @@ def generate(
     informed = request.informed if gem3d else None
     start_known = bool(informed is not None and informed.is_true_slice)
     overlap = cfg.overlap if opts.overlap is None else opts.overlap
-    windows = plan_windows(
-        num_slices, cfg.window, overlap, request.start, start_known=start_known, official=opts.official_compat
-    )
+    if windows is None:
+        windows = plan_windows(
+            num_slices, cfg.window, overlap, request.start, start_known=start_known, official=opts.official_compat
+        )
+    elif not gem3d or opts.official_compat:
+        raise ValueError("a given window plan (local regeneration) needs GEM-3D mode without official_compat")
     independent = not gem3d  # baseline: no informed chain, no known frames -> windows are independent
     inpaint = gem3d and opts.inpaint_overlap
     chunk = opts.chunk_for(height, width)
@@ -82,7 +93,10 @@ def generate(
     precision = effective_precision(opts.precision, device)
     bundle.to(device)
     codec = bundle.codec
-    ddim = make_ddim_plan(cfg.schedule, opts.steps, opts.eta, official_compat=opts.official_compat).to(device)
+    if opts.solver == "dpmpp2m":  # deterministic DPM-Solver++(2M): eta does not apply
+        ddim = make_dpm_plan(cfg.schedule, opts.steps).to(device)
+    else:
+        ddim = make_ddim_plan(cfg.schedule, opts.steps, opts.eta, official_compat=opts.official_compat).to(device)
     cond_gen = SeededNoise(opts.seed, COND_STREAM).generator if opts.official_compat else None
 
     t0 = time.perf_counter()
@@ -100,8 +114,10 @@ def generate(
             mask_lat, ref = mask_lat.float(), None if ref is None else ref.float()
             lat_c, lat_h, lat_w = codec.latent_channels, *cfg.latent_size
             buffer = torch.zeros(num_slices, lat_c, lat_h, lat_w, device=device)
-            if start_known:
+            if start_known and preset is None:
                 buffer[request.start] = ref[0]
+            for z, latent in (preset or {}).items():
+                buffer[z] = latent.to(device=device, dtype=buffer.dtype)
             decoded = np.zeros((num_slices, height, width), np.float32)
             emitted = np.zeros(num_slices, bool)
             timings["encode"] = time.perf_counter() - t0
@@ -147,8 +163,8 @@ def generate(
                         z0=z0, z1=z1, slices=slices.copy(), direction=w.direction, index=done - 1, total=total,
                         elapsed=time.perf_counter() - t0, window_start=w.start, window_stop=w.stop,
                     )
-            holes = np.flatnonzero(~emitted)  # only official_compat plans leave holes (bug B4)
-            if holes.size:
+            holes = np.flatnonzero(~emitted) if preset is None else ()  # official_compat plans leave holes (B4)
+            if len(holes):
                 idx = torch.from_numpy(holes).to(device)
                 decoded[holes] = _decode(codec, buffer[idx], chunk, device, precision)
             timings["total"] = time.perf_counter() - t0
@@ -214,6 +230,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "mode": opts.mode,
         "official_compat": opts.official_compat,
         "inpaint_overlap": opts.inpaint_overlap,
+        "solver": opts.solver,
         "steps": opts.steps,
         "eta": opts.eta,
         "seed": opts.seed,
@@ -223,6 +240,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "num_windows": len(windows),
         "informed": dict(request.informed.source) if request.informed is not None and opts.mode == "gem3d" else None,
         "mask_sha256": mask_hash(mask),
+        "mask_slices_sha256": mask_slice_hashes(mask),  # which slices a later edit touches (regenerate.py)
         "device": str(device),
         "precision": precision,
         "decode_chunk": chunk,

@@ -1,0 +1,178 @@
+"""The interactive edit loop, measured in one run on the CPU at the demo size: prints ONE JSON line.
+
+    python benchmarks/bench_interactive.py [--save benchmarks/results/cpu-DATE-interactive.jsonl]
+
+1. **Local regeneration.** The bundled demo case with its tumour replaced by a small one (radius 10 mm,
+   about 11 slices) is generated in full (DDIM-25, seed 0); the lesion is then moved up by 3 slices and
+   (a) regenerated locally (``sampling.regenerate``) and (b) generated in full again. Reported: both times
+   and their ratio, the regenerated range, and the seams: the slice differences at the two boundaries of
+   the regenerated range divided by the real volume's there, for (a) and for (b) at the same places.
+2. **Fast solver.** DPM-Solver++(2M) at 10 and 12 steps against DDIM-25 on held-out Colin27 (true informed
+   slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the stripe index.
+3. **A busy core.** One process spinning on a core (started here, stopped by its process id): the demo
+   generation with the thread policy (``sampling.threads``) and with every core, each against its quiet time.
+
+Times are wall-clock seconds of one run each; compare ratios measured in this run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from napari_gem3d import demo_case
+from napari_gem3d.commands.common import load_model
+from napari_gem3d.metrics.consistency import adjacent_difference_profile, oriented, stripe_index
+from napari_gem3d.metrics.similarity import compare_volumes
+from napari_gem3d.sampling import SamplingOptions
+from napari_gem3d.sampling.pipeline import run_to_end, sample_volume
+from napari_gem3d.sampling.regenerate import regenerate
+from napari_gem3d.sampling.threads import choose_threads, usable_cores
+from napari_gem3d.volume import IntensityNorm, Volume
+
+S = 1  # the demo case stores the model's slice axis (S) as its second axis
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def small_lesion_case():
+    """The demo case with its tumour replaced by a small one (core/rim/oedema shells, radius 10 mm)."""
+    image, mask = demo_case()
+    m = np.asarray(mask.array)
+    tumour = m >= 4
+    centre = np.round(np.argwhere(tumour).mean(axis=0)).astype(int)
+    base = np.where(tumour, 3, m).astype(np.uint8)
+    return image, mask.with_array(base), centre
+
+
+def with_lesion(mask: Volume, centre, shift: int = 0) -> Volume:
+    m = np.array(mask.array)
+    idx = np.indices(m.shape).astype(float)
+    c = np.asarray(centre, float) + np.eye(3)[S] * shift
+    r = np.sqrt(sum(((idx[a] - c[a]) * mask.spacing[a]) ** 2 for a in range(3)))
+    brain = m > 0
+    m[(r < 10.0) & brain] = 4
+    m[(r < 7.0) & brain] = 5
+    m[(r < 4.0) & brain] = 6
+    return mask.with_array(m)
+
+
+def model_profile(volume: Volume, window) -> np.ndarray:
+    return adjacent_difference_profile(oriented(volume, "S"), window)
+
+
+def regeneration(bundle, options) -> dict:
+    image, base, centre = small_lesion_case()
+    before, after = with_lesion(base, centre), with_lesion(base, centre, shift=3)
+    span = np.flatnonzero(np.any(np.asarray(before.array) >= 4, axis=(0, 2)))
+    first, t_first = timed(lambda: run_to_end(sample_volume(bundle, before, image=image, options=options)))
+    local, t_local = timed(lambda: run_to_end(regenerate(bundle, first.volume, after, image=image,
+                                                         device=options.device)))
+    full, t_full = timed(lambda: run_to_end(sample_volume(bundle, after, image=image, options=options)))
+    lo, hi = local.provenance["regenerated"]["range"]
+    window = IntensityNorm("percentile").fit(np.asarray(image.array, np.float32))
+    real, reg, ful = (model_profile(v, window) for v in (image, local.volume, full.volume))
+    edges = [b - 1 for b in (lo, hi) if 0 < b < len(real) + 1]
+    return {
+        "lesion_slices": int(span.size), "moved_by_slices": 3, "range": [lo, hi],
+        "windows_full": len(full.result.windows), "windows_local": local.provenance["regenerated"]["windows"],
+        "seconds_first": round(t_first, 2), "seconds_full": round(t_full, 2), "seconds_local": round(t_local, 2),
+        "local_over_full": round(t_local / t_full, 3),
+        "seam_local_over_real": [round(float(reg[e] / real[e]), 3) for e in edges],
+        "seam_full_over_real": [round(float(ful[e] / real[e]), 3) for e in edges],
+    }
+
+
+def solvers(bundle, options, seeds=(0, 1)) -> dict:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from training.recipes.demo.subjects import heldout_subject
+
+    held = heldout_subject()
+    image, mask = held.image, held.image.with_array(held.tissue.astype(np.uint8))
+    out = {}
+    for name, opts in (("ddim25", replace(options, steps=25)),
+                       ("dpmpp2m10", replace(options, steps=10, solver="dpmpp2m")),
+                       ("dpmpp2m12", replace(options, steps=12, solver="dpmpp2m"))):
+        rows = []
+        for seed in seeds:
+            gen, t = timed(lambda opts=opts, seed=seed: run_to_end(
+                sample_volume(bundle, mask, image=image, options=replace(opts, seed=seed))))
+            score = compare_volumes(np.asarray(image.array), np.asarray(gen.volume.array))["ms_ssim"]
+            rows.append({"seed": seed, "seconds": round(t, 2), "ms_ssim": round(float(score), 4),
+                         "stripe_index": round(stripe_index(gen.volume, image), 3)})
+        out[name] = {"runs": rows, "seconds": round(float(np.mean([r["seconds"] for r in rows])), 2),
+                     "ms_ssim": round(float(np.mean([r["ms_ssim"] for r in rows])), 4),
+                     "stripe_index": round(float(np.mean([r["stripe_index"] for r in rows])), 3)}
+    for name in ("dpmpp2m10", "dpmpp2m12"):
+        out[name]["time_over_ddim25"] = round(out[name]["seconds"] / out["ddim25"]["seconds"], 3)
+        out[name]["ms_ssim_minus_ddim25"] = round(out[name]["ms_ssim"] - out["ddim25"]["ms_ssim"], 4)
+        out[name]["stripe_minus_ddim25"] = round(out[name]["stripe_index"] - out["ddim25"]["stripe_index"], 3)
+    out["heldout"] = "colin27"
+    return out
+
+
+def busy_core(bundle, options) -> dict:
+    image, mask = demo_case()
+
+    def run(threads):
+        torch.set_num_threads(threads)
+        return timed(lambda: run_to_end(sample_volume(bundle, mask, image=image, options=options)))[1]
+
+    cores = usable_cores()
+    quiet_policy_threads = choose_threads().threads
+    quiet = {"all_cores": run(cores), "policy": run(quiet_policy_threads)}
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)
+        policy = choose_threads()
+        busy = {"all_cores": run(cores), "policy": run(policy.threads)}
+    finally:
+        spinner.kill()
+        spinner.wait()
+    return {
+        "cores": cores, "policy_threads_quiet": quiet_policy_threads, "policy_threads_busy": policy.threads,
+        "policy_idle_cores_busy": policy.idle_cores,
+        "seconds_quiet": {k: round(v, 2) for k, v in quiet.items()},
+        "seconds_busy": {k: round(v, 2) for k, v in busy.items()},
+        "busy_over_quiet_all_cores": round(busy["all_cores"] / quiet["all_cores"], 3),
+        "busy_over_quiet_policy": round(busy["policy"] / quiet["all_cores"], 3),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--save", help="append the JSON line to this file")
+    p.add_argument("--skip", nargs="*", default=[], choices=["regeneration", "solvers", "busy"])
+    args = p.parse_args(argv)
+    bundle = load_model(None)
+    torch.set_num_threads(choose_threads().threads)
+    options = SamplingOptions(steps=25, seed=0, device="cpu")
+    with open("/proc/cpuinfo") as fh:
+        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
+    result = {"benchmark": "interactive", "device": "cpu", "cores": usable_cores(), "cpu": cpu,
+              "date": time.strftime("%Y-%m-%d")}
+    for name, fn in (("regeneration", regeneration), ("solvers", solvers), ("busy", busy_core)):
+        if name not in args.skip:
+            result[name] = fn(bundle, options)
+    line = json.dumps(result)
+    print(line)
+    if args.save:
+        with open(args.save, "a") as fh:
+            fh.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
