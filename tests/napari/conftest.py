@@ -33,7 +33,9 @@ def _one_torch_thread():
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    os.environ["GEM3D_THREADS"] = "1"  # the docks choose threads by idle cores: pin them here
     yield
+    os.environ.pop("GEM3D_THREADS", None)
     torch.set_num_threads(threads)
 
 

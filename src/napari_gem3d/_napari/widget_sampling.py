@@ -443,6 +443,7 @@ class SamplingWidget(DockWidget):
             mode=mode,
             official_compat=official,
             solver=self.solver.value,
+            cpu_threads="auto",  # the GUI thread and other work hold cores: use the idle ones
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain

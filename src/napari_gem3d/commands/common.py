@@ -26,6 +26,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-inpaint", action="store_true", help="do not paste the overlap frames (ablation)")
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
     g.add_argument("--position", type=float, default=0.5, help="relative start position p in [0, 1]")
+    g.add_argument("--threads", default="auto", type=_threads,
+                   help="CPU threads: auto (default: the cores idle when the run starts; GEM3D_THREADS=N "
+                        "overrides) or a count")
     g.add_argument("--force", action="store_true",
                    help="generate even when the domain check finds the inputs outside the model's domain "
                         "(the findings are recorded in the provenance and the output's description)")
@@ -48,6 +51,10 @@ def add_output_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
                         "only, so folder names do not leak)")
 
 
+def _threads(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -67,6 +74,7 @@ def sampling_options(args: argparse.Namespace):
         steps=args.steps, eta=args.eta, seed=args.seed, device=args.device, precision=args.precision,
         mode=args.mode, inpaint_overlap=not args.no_inpaint, official_compat=args.official_compat,
         decode_chunk=args.decode_chunk, solver=getattr(args, "solver", "ddim"),
+        cpu_threads=getattr(args, "threads", "auto"),
     )
     effective_precision(options.precision, resolve_device(options.device))
     if getattr(args, "position", None) is not None and not 0.0 <= args.position <= 1.0:

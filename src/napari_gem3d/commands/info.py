@@ -25,4 +25,10 @@ def run(args: argparse.Namespace) -> int:
         print("model card: none (a bundle from before model cards): its domain is unknown and cannot be checked")
     for line in cfg.card.describe(names, cfg.image_size, cfg.slice_axis):
         print(line)
+    from ..sampling.threads import ENV, choose_threads
+
+    choice = choose_threads()
+    measured = (f"{choice.idle_cores:g} of {choice.cores} cores idle now" if choice.idle_cores is not None
+                else choice.how)
+    print(f"CPU threads a generation would use now: {choice.threads} ({measured}; {ENV}=N overrides)")
     return 0

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_model(args.model)
     domain = domain_gate(args, bundle, mask, image)
     out = run_with_progress(regenerate(bundle, previous, mask, image=image, margin=args.margin,
-                                       device=args.device, precision=args.precision))
+                                       device=args.device, precision=args.precision, cpu_threads="auto"))
     array = out.volume.array
     if array.dtype != previous.array.dtype:  # a full run: stored like GEN
         array = cast_output(array, previous.array.dtype)[0]

@@ -91,6 +91,8 @@ def generate(
 
     device = resolve_device(opts.device)
     precision = effective_precision(opts.precision, device)
+    threads_before = torch.get_num_threads()
+    cpu_threads = _set_cpu_threads(opts.cpu_threads) if device.type == "cpu" else None
     bundle.to(device)
     codec = bundle.codec
     if opts.solver == "dpmpp2m":  # deterministic DPM-Solver++(2M): eta does not apply
@@ -174,11 +176,28 @@ def generate(
             latents=latents,
             windows=windows,
             timings=timings,
-            provenance=_provenance(bundle, request, windows, device, precision, overlap, chunk, timings, mask),
+            provenance={**_provenance(bundle, request, windows, device, precision, overlap, chunk, timings, mask),
+                        "cpu_threads": cpu_threads or torch.get_num_threads()},
         )
     finally:
         del buffer
+        if cpu_threads is not None:
+            torch.set_num_threads(threads_before)
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
+
+
+def _set_cpu_threads(wanted: int | str | None) -> dict | None:
+    """Apply the CPU thread count of the options; what was chosen and how (None: torch left alone)."""
+    if wanted is None:
+        return None
+    if wanted == "auto":
+        from .threads import choose_threads
+
+        choice = choose_threads().to_dict()
+    else:
+        choice = {"threads": int(wanted), "how": "options"}
+    torch.set_num_threads(choice["threads"])
+    return choice
 
 
 def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str) -> np.ndarray:

@@ -48,9 +48,13 @@ class SamplingOptions:
     max_batch_windows: int = 2  # windows per UNet call (independent windows only: baseline)
     # "ddim" or "dpmpp2m" (DPM-Solver++(2M), deterministic: eta is ignored; not with official_compat)
     solver: str = "ddim"
+    # CPU threads: None leaves torch's setting alone; "auto" uses the idle cores at the start (threads.py)
+    cpu_threads: int | str | None = None
 
     def __post_init__(self):
         check_seed(self.seed)
+        if not (self.cpu_threads in (None, "auto") or (isinstance(self.cpu_threads, int) and self.cpu_threads >= 1)):
+            raise ValueError(f"cpu_threads must be None, 'auto' or a count >= 1, got {self.cpu_threads!r}")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
         if not np.isfinite(self.eta) or self.eta < 0:
