@@ -268,3 +268,63 @@ def test_out_of_domain_is_refused_before_any_work_and_run_anyway_records_it(view
     info = widget.live.layer.metadata[RESULT_KEY]
     assert info["provenance"]["domain"]["in_domain"] is False
     assert [f["code"] for f in info["provenance"]["domain"]["findings"] if f["severity"] == "error"] == ["modality"]
+
+
+def _grow_core(mask_layer, planes):
+    """An edit on a few axial slices (display axis 0 is S in the plugin's frame), as one data change."""
+    data = mask_layer.data.copy()
+    for k in planes:
+        plane = data[k]
+        plane[(plane == 2)] = 6
+    mask_layer.data = data
+
+
+def test_regenerate_changes_refills_only_the_edited_slices(viewer_case, qtbot):
+    from napari_gem3d._napari.session import STALE_SUFFIX
+
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, seed=3)
+    job = widget.run()
+    _wait(qtbot, job)
+    layer = widget.live.layer
+    before = layer.data.copy()
+    _grow_core(mask_layer, [12, 13])
+    assert layer.name.endswith(STALE_SUFFIX)
+    job = widget.regenerate_changes()
+    assert job is not None
+    _wait(qtbot, job)
+    info = layer.metadata[RESULT_KEY]
+    lo, hi = info["provenance"]["regenerated"]["range"]
+    assert not info["provenance"]["regenerated"]["full_run"] and 0 < hi - lo < widget.live.grid.num_slices
+    n = widget.live.grid.num_slices
+    changed = np.flatnonzero(np.any(layer.data != before, axis=(1, 2)))
+    assert before.shape[0] == n and changed.size
+    assert set(changed) <= set(range(lo, hi)) or set(changed) <= {n - 1 - z for z in range(lo, hi)}
+    untouched = [k for k in range(n) if k not in changed]
+    assert len(untouched) >= n - (hi - lo)
+    assert np.array_equal(layer.data[untouched], before[untouched])  # exactly the values shown before
+    assert not layer.name.endswith(STALE_SUFFIX) and info["stale"] is False
+    # nothing changed since: refused with a clear status, no job
+    assert widget.regenerate_changes() is None and "nothing to regenerate" in widget.status.text()
+
+
+def test_auto_regeneration_runs_after_an_edit_and_a_newer_edit_supersedes_it(viewer_case, qtbot):
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, seed=3)
+    _wait(qtbot, widget.run())
+    widget.auto_regen.value = True
+    started = []
+    original = widget.regenerate_changes
+
+    def counting():
+        job = original()
+        started.append(job)
+        return job
+
+    widget.regenerate_changes = counting
+    _grow_core(mask_layer, [12])
+    _grow_core(mask_layer, [13])  # within the debounce: one regeneration for both edits
+    qtbot.waitUntil(lambda: len(started) == 1 and started[0] is not None and started[0].finished, timeout=60_000)
+    qtbot.wait(2 * 500)
+    assert len(started) == 1
+    assert widget.live.layer.metadata[RESULT_KEY]["stale"] is False

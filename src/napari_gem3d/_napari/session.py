@@ -308,6 +308,15 @@ class Session:
         )
         self.results_changed.emit()
 
+    def renew_result(self, result_layer, mask_layer) -> None:
+        """``result_layer`` now matches the current ``mask_layer`` (after a local regeneration): not stale."""
+        version = self.mask_version(mask_layer)
+        self._results = [(r, m, version if r() is result_layer else v) for r, m, v in self._results]
+        info = result_layer.metadata.setdefault(RESULT_KEY, {})
+        info["stale"] = False
+        if result_layer.name.endswith(STALE_SUFFIX):
+            result_layer.name = result_layer.name[: -len(STALE_SUFFIX)]
+
     def results(self) -> list:
         """Live result layers, oldest first."""
         alive = [(r(), m(), v) for r, m, v in self._results]

@@ -34,6 +34,7 @@ INFORMED_IMAGE = "Image slice at the start"
 INFORMED_WIDGET = "Informed-slice widget"
 BOX_NAME = "GEM-3D window"
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
+REGEN_DEBOUNCE_MS = 500  # "automatically after each edit": wait this long after the last edit
 
 
 def plan_for(config, num_slices: int, start: int, start_known: bool, options) -> list:
@@ -88,6 +89,26 @@ def sampling_steps(bundle, mask, *, image, informed, position, options, cancel):
         index, block = slab_from_model(values, update.z0, grid, "image")
         yield WindowBlock(update, index, block)
     return finish(result, grid, reference, mask)
+
+
+def regeneration_steps(bundle, previous, edited, *, image, margin, cancel, **overrides):
+    """Worker side of "Regenerate changes" (Qt-free): drive :func:`sampling.regenerate.regenerate` and map
+    each refilled window into the source geometry, as :func:`sampling_steps` does for a full run."""
+    from ..sampling.regenerate import regenerate
+    from ..volume import FittedNorm, model_grid, slab_from_model
+
+    prov = previous.header["provenance"]
+    reference = FittedNorm.from_dict(prov["intensity"]) if isinstance(prov.get("intensity"), dict) else None
+    grid = model_grid(edited, bundle.config.image_size, bundle.config.slice_axis)
+    gen = regenerate(bundle, previous, edited, image=image, margin=margin, cancel=cancel, **overrides)
+    while True:
+        try:
+            update = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        values = reference.inverse(np.clip(update.slices, -1, 1)) if reference is not None else update.slices
+        index, block = slab_from_model(values, update.z0, grid, "image")
+        yield WindowBlock(update, index, block)
 
 
 class WindowBoxes:
@@ -163,6 +184,7 @@ class LiveRun:
     reference: Any
     mask_volume: Any
     plan: list
+    options: Any = None  # the SamplingOptions of the run (regeneration reuses device and precision)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -254,6 +276,25 @@ class SamplingWidget(DockWidget):
             labels=False,
         )
         self.body.addWidget(buttons.native)
+        self.regen_button = PushButton(
+            text="Regenerate changes", enabled=False,
+            tooltip="after a mask edit, refill only the slices whose mask changed (plus 2 each side) in the last "
+                    "result, with its seed and settings; the other slices stay exactly as they are",
+        )
+        self.auto_regen = CheckBox(name="auto_regen", text="automatically after each edit", value=False,
+                                   tooltip="regenerate the changes half a second after an edit ends; a newer "
+                                           "edit cancels a regeneration it makes stale")
+        self.regen_button.clicked.connect(lambda *_: self.regenerate_changes())
+        regen = Container(widgets=[self.regen_button, self.auto_regen], layout="horizontal", labels=False)
+        self.body.addWidget(regen.native)
+        from qtpy.QtCore import QTimer
+
+        self._regen_timer = QTimer(self)
+        self._regen_timer.setSingleShot(True)
+        self._regen_timer.setInterval(REGEN_DEBOUNCE_MS)
+        self._regen_timer.timeout.connect(self._auto_regenerate)
+        self._regen_pending = False
+        self.session.mask_edited.connect(self._mask_edited)
         self.status = note("Ready.")
         self.body.addWidget(self.status)
         self.body.addStretch(1)
@@ -476,7 +517,7 @@ class SamplingWidget(DockWidget):
         self.session.last_run = RunSnapshot(
             weakref.ref(mask_layer), None if image_layer is None else weakref.ref(image_layer), self.values()
         )
-        self.live = LiveRun(layer, mask_layer, grid, None, mask_volume, plan)
+        self.live = LiveRun(layer, mask_layer, grid, None, mask_volume, plan, options)
         self.boxes.attach(layer, grid)
         token = JobToken()
         steps = sampling_steps(
@@ -616,6 +657,102 @@ class SamplingWidget(DockWidget):
             f"on {generated.provenance['device']}."
         )
 
+    # ------------------------------------------------------------------------------ regeneration
+    def regenerate_changes(self) -> Job | None:
+        """Refill only the slices of the last result whose mask changed since it was made."""
+        from napari.utils.notifications import show_error
+
+        if self.session.job is not None and self.session.job.running:
+            self.status.setText("A GEM-3D job is running: cancel it first.")
+            return None
+        try:
+            return self._start_regeneration()
+        except Exception as exc:  # nothing changed, no result, another model: say what to do
+            show_error(f"GEM-3D regenerate: {exc}")
+            self.status.setText(f"Not regenerated: {exc}")
+            return None
+
+    def _start_regeneration(self) -> Job:
+        from ..sampling.plan import plan_bridge
+        from ..sampling.regenerate import DEFAULT_MARGIN, plan_regeneration
+        from ..volume import Volume, to_model
+
+        live = self.live
+        if live is None or live.layer not in self.viewer.layers:
+            raise ValueError("run a generation first: Regenerate changes refills the last result")
+        info = live.layer.metadata[RESULT_KEY]
+        prov = info.get("provenance") or {}
+        if info.get("status") != "complete" or "mask_slices_sha256" not in prov:
+            raise ValueError("the last result is not complete (cancelled or still running): press Run")
+        bundle = self.session.require_bundle()
+        edited = layer_to_volume(live.mask_layer)
+        plan = plan_regeneration(prov["mask_slices_sha256"], to_model(edited, live.grid, "labels"), DEFAULT_MARGIN)
+        if plan.full:
+            start = int(prov.get("start_slice", live.grid.num_slices // 2))
+            windows = plan_for(bundle.config, live.grid.num_slices, start, True, live.options)
+        else:
+            overlap = bundle.config.overlap if live.options.overlap is None else live.options.overlap
+            windows = plan_bridge(live.grid.num_slices, bundle.config.window, overlap, plan.lo, plan.hi)
+        snapshot = layer_to_volume(live.layer)
+        previous = Volume(snapshot.array, snapshot.affine, {"provenance": prov})
+        image_layer = self.image.value
+        image = layer_to_volume(image_layer) if (plan.full and image_layer is not None) else None
+        live.plan, live.mask_volume = windows, edited
+        info["windows_done"] = []
+        token = JobToken()
+        steps = regeneration_steps(bundle, previous, edited, image=image, margin=DEFAULT_MARGIN, cancel=token,
+                                   device=live.options.device, precision=live.options.precision,
+                                   cpu_threads="auto")
+        job = Job(steps, total=len(windows), desc=f"GEM-3D regenerate ({len(windows)} windows)", token=token,
+                  handlers=Handlers(self._on_window, self._on_regenerated, None, self._on_regen_cancelled,
+                                    self._on_finished))
+        job.owner = self
+        self.session.set_job(job)
+        self._set_running(True)
+        self._show_running(0)
+        what = "a full run (most slices changed)" if plan.full else f"slices {plan.lo}-{plan.hi - 1}"
+        self.status.setText(f"Regenerating {what}: {len(windows)} window(s)…")
+        return job.start()
+
+    def _on_regenerated(self, generated) -> None:
+        live = self.live
+        if live is None:
+            return
+        self._pending_view = None
+        live.layer.data[...] = generated.volume.array  # outside the range: the same values as before
+        live.layer.refresh()
+        info = live.layer.metadata[RESULT_KEY]
+        info.update(status="complete", provenance={**generated.provenance, "widget": {
+            "name": "GEM-3D sampling dock", "settings": info.get("settings"), "action": "regenerate changes"}})
+        self.session.renew_result(live.layer, live.mask_layer)
+        regen = generated.provenance.get("regenerated", {})
+        lo, hi = regen.get("range", (0, 0))
+        what = "a full run" if regen.get("full_run") else f"slices {lo}-{hi - 1}"
+        self.status.setText(f"Regenerated {what} in {generated.provenance['timings_s']['total']:.1f} s; "
+                            "the other slices are unchanged.")
+
+    def _on_regen_cancelled(self, _messages: int) -> None:
+        live = self.live
+        if live is not None:  # the refilled windows so far are kept; the result is stale until regenerated
+            live.layer.refresh()
+            live.layer.metadata[RESULT_KEY]["status"] = "complete"
+        self.status.setText("Regeneration cancelled; the result is stale until it is regenerated.")
+
+    def _mask_edited(self, layer, _version) -> None:
+        live = self.live
+        if not self.auto_regen.value or live is None or layer is not live.mask_layer:
+            return
+        self._regen_timer.start()  # restarted by every edit: runs once the edits pause
+
+    def _auto_regenerate(self) -> None:
+        job = self.session.job
+        if job is not None and job.running:
+            if getattr(job, "owner", None) is self and job.desc.startswith("GEM-3D regenerate"):
+                self._regen_pending = True  # a newer edit makes the running regeneration stale
+                job.cancel()
+            return
+        self.regenerate_changes()
+
     def _on_cancelled(self, _messages: int) -> None:
         live = self.live
         if live is None:
@@ -643,10 +780,14 @@ class SamplingWidget(DockWidget):
         self.boxes.hide()
         self._set_running(False)
         self.session.set_job(None)
+        if self._regen_pending:
+            self._regen_pending = False
+            self.regenerate_changes()
 
     def _set_running(self, running: bool) -> None:
         self.run_button.enabled = not running
         self.again_button.enabled = not running and self.session.last_run is not None
+        self.regen_button.enabled = not running and self.live is not None
         self.cancel_button.enabled = running
 
     def cancel(self, *_) -> None:
