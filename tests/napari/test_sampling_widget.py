@@ -328,3 +328,13 @@ def test_auto_regeneration_runs_after_an_edit_and_a_newer_edit_supersedes_it(vie
     qtbot.wait(2 * 500)
     assert len(started) == 1
     assert widget.live.layer.metadata[RESULT_KEY]["stale"] is False
+
+
+def test_solver_choice_reaches_the_provenance(viewer_case, qtbot):
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, solver="dpmpp2m")
+    assert widget.solver.native.currentText() == "DPM-Solver++ 2M" and "deterministic" in widget.solver.tooltip
+    job = widget.run()
+    assert job is not None
+    _wait(qtbot, job)
+    assert widget.live.layer.metadata[RESULT_KEY]["provenance"]["solver"] == "dpmpp2m"
