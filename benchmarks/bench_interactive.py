@@ -9,8 +9,10 @@
    the regenerated range divided by the real volume's there, for (a) and for (b) at the same places.
 2. **Fast solver.** DPM-Solver++(2M) at 10 and 12 steps against DDIM-25 on held-out Colin27 (true informed
    slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the stripe index.
-3. **A busy core.** One process spinning on a core (started here, stopped by its process id): the demo
-   generation with the thread policy (``sampling.threads``) and with every core, each against its quiet time.
+3. **Busy cores.** One, then three processes spinning (started here, stopped by their process ids): the demo
+   generation with the thread policy (``sampling.threads``) and with every core, against the quiet time
+   (one busy process) and against a fair share of the cores (three: 4 processes on the cores, so one
+   thread's quiet time x 4 / cores).
 
 Times are wall-clock seconds of one run each; compare ratios measured in this run only.
 """
@@ -73,12 +75,12 @@ def model_profile(volume: Volume, window) -> np.ndarray:
     return adjacent_difference_profile(oriented(volume, "S"), window)
 
 
-def regeneration(bundle, options) -> dict:
+def regeneration(bundle, options, margin: int = 2) -> dict:
     image, base, centre = small_lesion_case()
     before, after = with_lesion(base, centre), with_lesion(base, centre, shift=3)
     span = np.flatnonzero(np.any(np.asarray(before.array) >= 4, axis=(0, 2)))
     first, t_first = timed(lambda: run_to_end(sample_volume(bundle, before, image=image, options=options)))
-    local, t_local = timed(lambda: run_to_end(regenerate(bundle, first.volume, after, image=image,
+    local, t_local = timed(lambda: run_to_end(regenerate(bundle, first.volume, after, image=image, margin=margin,
                                                          device=options.device)))
     full, t_full = timed(lambda: run_to_end(sample_volume(bundle, after, image=image, options=options)))
     lo, hi = local.provenance["regenerated"]["range"]
@@ -86,7 +88,7 @@ def regeneration(bundle, options) -> dict:
     real, reg, ful = (model_profile(v, window) for v in (image, local.volume, full.volume))
     edges = [b - 1 for b in (lo, hi) if 0 < b < len(real) + 1]
     return {
-        "lesion_slices": int(span.size), "moved_by_slices": 3, "range": [lo, hi],
+        "lesion_slices": int(span.size), "moved_by_slices": 3, "margin": margin, "range": [lo, hi],
         "windows_full": len(full.result.windows), "windows_local": local.provenance["regenerated"]["windows"],
         "seconds_first": round(t_first, 2), "seconds_full": round(t_full, 2), "seconds_local": round(t_local, 2),
         "local_over_full": round(t_local / t_full, 3),
@@ -132,16 +134,28 @@ def busy_core(bundle, options) -> dict:
 
     cores = usable_cores()
     quiet_policy_threads = choose_threads().threads
-    quiet = {"all_cores": run(cores), "policy": run(quiet_policy_threads)}
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    quiet = {"all_cores": run(cores), "policy": run(quiet_policy_threads), "one_thread": run(1)}
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
     try:
+        spinners[1].kill(), spinners[2].kill()
+        spinners[1].wait(), spinners[2].wait()
         time.sleep(1.0)
         policy = choose_threads()
         busy = {"all_cores": run(cores), "policy": run(policy.threads)}
+        spinners[1:] = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        time.sleep(1.0)
+        policy3 = choose_threads()
+        three = {"all_cores": run(cores), "policy": run(policy3.threads)}
     finally:
-        spinner.kill()
-        spinner.wait()
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    fair = quiet["one_thread"] * (3 + 1) / cores  # 4 busy processes share the cores: one thread's share
     return {
+        "three_busy": {"policy_threads": policy3.threads, "seconds": {k: round(v, 2) for k, v in three.items()},
+                       "fair_share_seconds": round(fair, 2),
+                       "policy_over_fair_share": round(three["policy"] / fair, 3),
+                       "all_cores_over_fair_share": round(three["all_cores"] / fair, 3)},
         "cores": cores, "policy_threads_quiet": quiet_policy_threads, "policy_threads_busy": policy.threads,
         "policy_idle_cores_busy": policy.idle_cores,
         "seconds_quiet": {k: round(v, 2) for k, v in quiet.items()},
@@ -155,6 +169,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--save", help="append the JSON line to this file")
     p.add_argument("--skip", nargs="*", default=[], choices=["regeneration", "solvers", "busy"])
+    p.add_argument("--margin", type=int, default=2, help="regeneration margin (slices each side)")
     args = p.parse_args(argv)
     bundle = load_model(None)
     torch.set_num_threads(choose_threads().threads)
@@ -163,7 +178,8 @@ def main(argv=None) -> int:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
     result = {"benchmark": "interactive", "device": "cpu", "cores": usable_cores(), "cpu": cpu,
               "date": time.strftime("%Y-%m-%d")}
-    for name, fn in (("regeneration", regeneration), ("solvers", solvers), ("busy", busy_core)):
+    for name, fn in (("regeneration", lambda b, o: regeneration(b, o, args.margin)), ("solvers", solvers),
+                     ("busy", busy_core)):
         if name not in args.skip:
             result[name] = fn(bundle, options)
     line = json.dumps(result)
