@@ -7,7 +7,6 @@ tells whether a refused command changed an input or left an output or a temporar
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import re
 import signal
@@ -19,6 +18,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from napari_gem3d.files import file_sha256
+from study_helpers import synthetic_mask
+
 SHAPE = (24, 24, 12)  # the last stored axis is S (RAS affine): 12 model slices of 24 x 24 -> 64 x 64
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])
 AFFINE[:3, 3] = (-24.0, -24.0, -18.0)
@@ -28,15 +30,9 @@ HUGE = (30000, 30000, 30000)
 
 # ------------------------------------------------------------------------------------------ volumes
 def mask_array(shape=SHAPE) -> np.ndarray:
-    """Labels 0..3 of the demo model's scheme (outside, CSF, grey, white): nested ellipsoids."""
-    idx = np.indices(shape).astype(float)
-    c = (np.asarray(shape, float) - 1) / 2
-    r = np.sqrt(sum(((idx[a] - c[a]) / (shape[a] * 0.45)) ** 2 for a in range(3)))
-    mask = np.zeros(shape, np.uint8)
-    mask[r < 1.0] = 2
-    mask[r < 0.75] = 3
-    mask[r < 0.2] = 1
-    return mask
+    """Labels 0..3 of the demo model's scheme (outside, CSF, grey, white): nested ellipsoids, no tumour."""
+    mask = synthetic_mask(shape)
+    return np.where(mask >= 4, 3, mask).astype(np.uint8)
 
 
 def image_array(mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -232,21 +228,14 @@ def snapshot(root: Path) -> dict[str, str]:
             rel = str(p.relative_to(root))
             if p.is_symlink():
                 target = os.readlink(p)
-                digest = _sha256(p) if p.is_file() else "-"
+                digest = file_sha256(p) if p.is_file() else "-"
                 out[rel] = f"link:{target}:{digest}"
             elif p.is_dir():
                 out[rel] = "dir"
             else:
-                out[rel] = _sha256(p)
+                out[rel] = file_sha256(p)
     return out
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def snapshot_problems(before: dict[str, str], after: dict[str, str], root: Path, allow_new_dirs: bool) -> list[str]:

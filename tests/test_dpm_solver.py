@@ -28,7 +28,7 @@ from napari_gem3d.diffusion import (
 from napari_gem3d.diffusion.dpm import dpm_plan_for_timesteps
 from napari_gem3d.sampling import Cancelled, CancelToken, SamplingOptions
 from napari_gem3d.sampling.denoise import Known, SeededNoise, denoise
-from sampler_helpers import collect, phantom_mask, request, tiny_bundle
+from sampler_helpers import PointMassNet, collect, phantom_mask, request, tiny_bundle
 
 EPS = NoiseSchedule()  # the official schedule: scaled linear, eps-prediction
 V_COSINE = NoiseSchedule(kind="cosine", prediction="v")
@@ -332,22 +332,9 @@ def test_generate_with_dpm_solver(bundle):
     assert not np.allclose(result.latents, ddim.latents)
 
 
-class PointMass(torch.nn.Module):
-    """eps that makes x0-hat equal the first 4 condition channels (the pooled mask): a point mass."""
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.ac = schedule.alphas_cumprod_f32
-
-    def forward(self, x, t):
-        xt, target = x[:, :, :4], x[:, :, 4:8]
-        a = self.ac[t].reshape(-1, 1, 1, 1, 1)
-        return (xt - a.sqrt() * target) / (1 - a).sqrt()
-
-
 def test_generate_lands_on_the_point_mass(bundle, monkeypatch):
     """x0-hat constant along the path: the solver is exact and ends on x0 itself (DDIM stops at abar[0])."""
-    monkeypatch.setitem(bundle.unets, "baseline", PointMass(bundle.config.schedule))
+    monkeypatch.setitem(bundle.unets, "baseline", PointMassNet(bundle.config.schedule))
     req = request(mode="baseline", steps=5, solver="dpmpp2m", mask=phantom_mask(20))
     _, result = collect(bundle, req)
     enc = torch.from_numpy(bundle.config.labels.encode(req.mask))

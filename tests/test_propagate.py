@@ -10,7 +10,7 @@ from napari_gem3d.diffusion import make_ddim_plan
 from napari_gem3d.sampling import Cancelled, CancelToken, plan_windows
 from napari_gem3d.sampling import propagate as prop
 from napari_gem3d.sampling.denoise import SeededNoise
-from sampler_helpers import SIZE, collect, phantom_mask, request, tiny_bundle
+from sampler_helpers import SIZE, PointMassNet, collect, phantom_mask, request, tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -139,21 +139,8 @@ def test_cancel_stops_within_one_step_and_releases_memory(bundle, monkeypatch):
     assert released == [(torch.device("cpu"), False)], "memory must be released when cancelled, without a full gc"
 
 
-class ClosedForm(torch.nn.Module):
-    """eps that makes x0-hat equal the first 4 condition channels (the pooled mask)."""
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.ac = schedule.alphas_cumprod_f32
-
-    def forward(self, x, t):
-        xt, target = x[:, :, :4], x[:, :, 4:8]
-        a = self.ac[t].reshape(-1, 1, 1, 1, 1)
-        return (xt - a.sqrt() * target) / (1 - a).sqrt()
-
-
 def test_closed_form_network_lands_on_the_analytic_result(bundle, monkeypatch):
-    cf = ClosedForm(bundle.config.schedule)
+    cf = PointMassNet(bundle.config.schedule)
     monkeypatch.setitem(bundle.unets, "baseline", cf)
     steps = 6
     req = request(mode="baseline", steps=steps, eta=0.0, mask=phantom_mask(20))

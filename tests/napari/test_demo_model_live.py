@@ -80,10 +80,9 @@ def test_regenerate_changes_latency_on_the_demo_case_is_reported(make_napari_vie
     import json
     import os
     import tempfile
-    import time
     from pathlib import Path
 
-    from qtpy.QtCore import QTimer
+    from latency_helpers import TickRecorder
 
     viewer = make_napari_viewer(show=True)
     layers = viewer.open_sample("napari-gem3d", "demo_case")
@@ -103,24 +102,12 @@ def test_regenerate_changes_latency_on_the_demo_case_is_reported(make_napari_vie
     data[moved] = mask_layer.data[tumour]
     mask_layer.data = data
 
-    ticks, windows = [], []
-    original = widget._on_window
-
-    def note_window(message):
-        original(message)
-        windows.append(time.perf_counter())
-
-    widget._on_window = note_window
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    started = time.perf_counter()
+    recorder = TickRecorder(widget)
+    started = recorder.start()
     job = widget.regenerate_changes()
     assert job is not None
     qtbot.waitUntil(lambda: job.finished, timeout=300_000)
-    timer.stop()
-    gaps = np.diff(np.asarray(ticks)) * 1000.0
+    gaps, windows = recorder.stop(), recorder.windows
     prov = widget.live.layer.metadata[RESULT_KEY]["provenance"]
     report = {
         "first_window_s": round(windows[0] - started, 3), "windows": len(windows),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from latency_helpers import TickRecorder
 from screenshot_helpers import screen_region, screenshot_at_tumour
 
 from napari_gem3d._napari.layers import RESULT_KEY, layer_affine
@@ -175,28 +175,14 @@ def test_event_loop_stays_responsive_during_sampling(viewer_case, qtbot):
     Reported, not asserted: the number depends on the machine (here: Xvfb + software OpenGL, a shared
     2-core box). ``steady_max_gap_ms`` leaves out the start (new layers' first draw).
     """
-    from qtpy.QtCore import QTimer
-
     viewer, image_layer, mask_layer = viewer_case
     widget = _widget(viewer, mask=mask_layer, image=image_layer, steps=8)
-    ticks, windows = [], []
-    original = widget._on_window
-
-    def note_window(message):
-        original(message)
-        windows.append(time.perf_counter())
-
-    widget._on_window = note_window
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    started = time.perf_counter()
+    recorder = TickRecorder(widget)
+    started = recorder.start()
     job = widget.run()
     _wait(qtbot, job)
-    timer.stop()
-    ticks = np.asarray(ticks)
-    gaps = np.diff(ticks) * 1000.0
+    gaps = recorder.stop()
+    ticks, windows = np.asarray(recorder.ticks), recorder.windows
     steady = np.diff(ticks[ticks >= windows[0]]) * 1000.0
     report = {
         "max_gap_ms": float(gaps.max()),

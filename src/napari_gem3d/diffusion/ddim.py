@@ -44,8 +44,39 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> np.ndarra
     return (k * num_train_timesteps) // num_steps + 1
 
 
+class StepPlan:
+    """What every per-step sampler plan shares: (S,) tensors named in ``STEP_FIELDS`` plus a (S + 1,)
+    ``renoise_a``, checked on construction, counted, and moved between devices together."""
+
+    STEP_FIELDS: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        name, n = type(self).__name__, self.t.shape[0]
+        for f in self.STEP_FIELDS:
+            if tuple(getattr(self, f).shape) != (n,):
+                raise ValueError(f"{name}.{f} must have shape ({n},), got {tuple(getattr(self, f).shape)}")
+        if tuple(self.renoise_a.shape) != (n + 1,):
+            raise ValueError(f"{name}.renoise_a must have shape ({n + 1},), got {tuple(self.renoise_a.shape)}")
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.t.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    @property
+    def device(self) -> torch.device:
+        return self.a_t.device
+
+    def to(self, device: torch.device | str):
+        """A copy with every tensor on ``device``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return type(self)(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+
+
 @dataclass(frozen=True)
-class DDIMPlan:
+class DDIMPlan(StepPlan):
     """Per-step coefficients in sampling order (step 0 = highest t). All (S,) tensors on one device.
 
     t:         int64 timestep fed to the model
@@ -68,35 +99,7 @@ class DDIMPlan:
     renoise_a: torch.Tensor
     official_compat: bool = False
 
-    def __post_init__(self) -> None:
-        n = self.t.shape[0]
-        for f in ("t", "t_prev", "a_t", "a_prev", "sigma"):
-            if tuple(getattr(self, f).shape) != (n,):
-                raise ValueError(f"DDIMPlan.{f} must have shape ({n},), got {tuple(getattr(self, f).shape)}")
-        if tuple(self.renoise_a.shape) != (n + 1,):
-            raise ValueError(
-                f"DDIMPlan.renoise_a must have shape ({n + 1},), got {tuple(self.renoise_a.shape)}"
-            )
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.t.shape[0])
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    @property
-    def device(self) -> torch.device:
-        return self.a_t.device
-
-    def to(self, device: torch.device | str) -> DDIMPlan:
-        """A copy with every tensor on ``device``."""
-        moved = {
-            f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)
-            for f in fields(self)
-            for v in (getattr(self, f.name),)
-        }
-        return DDIMPlan(**moved)
+    STEP_FIELDS = ("t", "t_prev", "a_t", "a_prev", "sigma")
 
     def coefficients(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a_t, a_prev, sigma) of step ``i`` as 0-d tensors on the plan's device (no host sync)."""

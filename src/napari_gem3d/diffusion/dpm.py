@@ -19,17 +19,17 @@ No noise is drawn: eta does not apply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .ddim import ddim_timesteps
+from .ddim import StepPlan, ddim_timesteps
 from .schedule import PREDICTIONS, NoiseSchedule
 
 
 @dataclass(frozen=True)
-class DPMPlan:
+class DPMPlan(StepPlan):
     """Per-step coefficients of DPM-Solver++(2M) in sampling order (step 0 = highest t), all on one device.
 
     t:         (S,) int64 timestep fed to the model (the DDIM timesteps, descending)
@@ -57,28 +57,7 @@ class DPMPlan:
     solver = "dpmpp2m"
     eta = 0.0  # deterministic: no noise is drawn per step (read by code written for DDIM plans)
 
-    def __post_init__(self) -> None:
-        n = self.t.shape[0]
-        for f in ("t", "a_t", "a_next", "alpha", "sigma", "ratio", "coef", "w"):
-            if tuple(getattr(self, f).shape) != (n,):
-                raise ValueError(f"DPMPlan.{f} must have shape ({n},), got {tuple(getattr(self, f).shape)}")
-        if tuple(self.renoise_a.shape) != (n + 1,):
-            raise ValueError(f"DPMPlan.renoise_a must have shape ({n + 1},), got {tuple(self.renoise_a.shape)}")
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.t.shape[0])
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    @property
-    def device(self) -> torch.device:
-        return self.a_t.device
-
-    def to(self, device: torch.device | str) -> DPMPlan:
-        """A copy with every tensor on ``device``."""
-        return DPMPlan(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+    STEP_FIELDS = ("t", "a_t", "a_next", "alpha", "sigma", "ratio", "coef", "w")
 
 
 def make_dpm_plan(schedule: NoiseSchedule, num_steps: int, *, lower_order_final: bool = True) -> DPMPlan:

@@ -15,7 +15,6 @@ refused, and nothing in it runs. Every key of the checkpoint is accounted for:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..diffusion.schedule import NoiseSchedule
+from ..files import file_sha256
 from ..masks import LabelSpec, official_abdomen_spec, official_brain_spec
 from ..volume import IntensityNorm
 from .bundle import BundleConfig, ModelBundle, save_bundle
@@ -130,13 +130,6 @@ def _load_failure(path: Path, kind: str, exc: Exception) -> str:
         "corrupt, or need code to unpickle; re-save its state_dict with torch.save in a trusted environment."
     )
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_checkpoint(state: Mapping[str, torch.Tensor], schedule: NoiseSchedule, source: str) -> dict:
@@ -288,7 +281,7 @@ def convert_official(
         name = {"volume": "volume", "base": "baseline", "slice": "slice"}[kind]
         unets[name], unet_cfgs[name] = module, cfg
         latent_sizes[name] = int(params[kind].get("image_size", OFFICIAL_PARAMS[kind]["image_size"]))
-        provenance["converted_from"][name] = {"file": Path(path).name, "sha256": _sha256(Path(path))}
+        provenance["converted_from"][name] = {"file": Path(path).name, "sha256": file_sha256(Path(path))}
         if split["vae"] and vae is None:
             if vae_state is None:
                 vae_state, vae_from = split["vae"], path
@@ -299,7 +292,7 @@ def convert_official(
         vae_state = {k[len(VAE_PREFIX):] if k.startswith(VAE_PREFIX) else k: v for k, v in raw.items()}
         vae_state = {k: v for k, v in vae_state.items() if not k.startswith("loss.")}
         vae_from = vae
-        provenance["converted_from"]["vae"] = {"file": Path(vae).name, "sha256": _sha256(Path(vae))}
+        provenance["converted_from"]["vae"] = {"file": Path(vae).name, "sha256": file_sha256(Path(vae))}
     if vae_state is None:
         raise ConversionError("no VAE weights: none of the checkpoints has first_stage_model.* and --vae was not given")
     with _naming(vae_from):
