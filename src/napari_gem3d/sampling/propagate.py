@@ -91,8 +91,6 @@ def generate(
 
     device = resolve_device(opts.device)
     precision = effective_precision(opts.precision, device)
-    threads_before = torch.get_num_threads()
-    cpu_threads = _set_cpu_threads(opts.cpu_threads) if device.type == "cpu" else None
     bundle.to(device)
     codec = bundle.codec
     if opts.solver == "dpmpp2m":  # deterministic DPM-Solver++(2M): eta does not apply
@@ -107,7 +105,9 @@ def generate(
     if cancel is not None:
         cancel.progress = (0, total)
     buffer = decoded = None
+    threads_before, cpu_threads = torch.get_num_threads(), None
     try:
+        cpu_threads = _set_cpu_threads(opts.cpu_threads) if device.type == "cpu" else None
         with torch.no_grad():
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
             with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
