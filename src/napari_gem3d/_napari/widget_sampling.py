@@ -221,6 +221,12 @@ class SamplingWidget(DockWidget):
                     "deterministic (eta is ignored), about as good at 10-12 steps as DDIM at 25-50; "
                     "not with the official-compat mode",
         )
+        self.coherence = FloatSpinBox(
+            name="coherence", label="slice noise correlation", min=0.0, max=0.99, step=0.05, value=0.9,
+            tooltip="correlation of the noise between neighbouring slices (GEM-3D mode): higher gives fewer "
+                    "slice-to-slice stripes; 0 is the paper's independent noise. Not used by the baseline "
+                    "or the official-compat mode",
+        )
         self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
         self.device = ComboBox(
             name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
@@ -250,6 +256,7 @@ class SamplingWidget(DockWidget):
                 self.steps,
                 self.solver,
                 self.eta,
+                self.coherence,
                 self.seed,
                 self.device,
                 self.precision,
@@ -485,6 +492,7 @@ class SamplingWidget(DockWidget):
             official_compat=official,
             solver=self.solver.value,
             cpu_threads="auto",  # the GUI thread and other work hold cores: use the idle ones
+            slice_noise_correlation=float(self.coherence.value) if mode == "gem3d" and not official else 0.0,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain

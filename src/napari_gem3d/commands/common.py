@@ -26,6 +26,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-inpaint", action="store_true", help="do not paste the overlap frames (ablation)")
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
     g.add_argument("--position", type=float, default=0.5, help="relative start position p in [0, 1]")
+    g.add_argument("--slice-noise-correlation", default="auto", type=_correlation, metavar="RHO",
+                   help="correlation of the noise between neighbouring slices, 0 <= RHO < 1 (default auto: 0.9 in "
+                        "GEM-3D mode, 0 for the baseline and --official-compat). Lowers slice-to-slice stripes "
+                        "(docs/evidence.md); 0 reproduces the paper's independent noise")
     g.add_argument("--threads", default="auto", type=_threads,
                    help="CPU threads: auto (default: the cores idle when the run starts; GEM3D_THREADS=N "
                         "overrides) or a count")
@@ -49,6 +53,29 @@ def add_output_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     g.add_argument("--record-paths", action="store_true",
                    help="store the inputs' absolute paths in the provenance (default: file names and sha256 "
                         "only, so folder names do not leak)")
+
+
+#: The slice-noise correlation "auto" gives in GEM-3D mode (measured in docs/evidence.md).
+DEFAULT_SLICE_NOISE_CORRELATION = 0.9
+
+
+def _correlation(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1), got {text!r}")
+    return value
+
+
+def slice_noise_correlation(value: float | str, mode: str, official_compat: bool) -> float:
+    """The correlation to use: ``auto`` is 0.9 in GEM-3D mode and 0 where it does not apply."""
+    if value != "auto":
+        return float(value)
+    return DEFAULT_SLICE_NOISE_CORRELATION if mode == "gem3d" and not official_compat else 0.0
 
 
 def _threads(text: str) -> int | str:
@@ -75,6 +102,8 @@ def sampling_options(args: argparse.Namespace):
         mode=args.mode, inpaint_overlap=not args.no_inpaint, official_compat=args.official_compat,
         decode_chunk=args.decode_chunk, solver=getattr(args, "solver", "ddim"),
         cpu_threads=getattr(args, "threads", "auto"),
+        slice_noise_correlation=slice_noise_correlation(getattr(args, "slice_noise_correlation", "auto"),
+                                                        args.mode, args.official_compat),
     )
     effective_precision(options.precision, resolve_device(options.device))
     if getattr(args, "position", None) is not None and not 0.0 <= args.position <= 1.0:

@@ -42,6 +42,29 @@ class SeededNoise:
         return torch.randn(shape, generator=self.generator, dtype=torch.float32)
 
 
+def ar1_along_axis0(z: torch.Tensor, rho: float) -> torch.Tensor:
+    """Standard-normal ``z`` made AR(1) along axis 0: each entry N(0, 1), neighbours correlated ``rho``."""
+    out = torch.empty_like(z)
+    out[0] = z[0]
+    fresh = float(np.sqrt(1.0 - rho * rho))
+    for k in range(1, z.shape[0]):
+        out[k] = rho * out[k - 1] + fresh * z[k]
+    return out
+
+
+class FrameCorrelatedNoise:
+    """A window's noise source whose per-step DDIM draws are correlated ``rho`` between neighbouring frames
+    (the same draws as ``base``, made AR(1) along the frame axis), so fresh noise added at every step does
+    not undo a correlated start (``SamplingOptions.slice_noise_correlation``)."""
+
+    def __init__(self, base: NoiseSource, rho: float):
+        self.base, self.rho = base, float(rho)
+
+    def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        z = self.base.draw(kind, shape)
+        return ar1_along_axis0(z, self.rho) if kind in ("ddim", "known") and len(shape) == 4 else z
+
+
 class ReplayNoise:
     """Replays recorded draws in order (golden tests); checks the kinds match."""
 

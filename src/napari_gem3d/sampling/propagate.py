@@ -22,12 +22,13 @@ from ..diffusion import make_ddim_plan, make_dpm_plan
 from ..masks import mask_hash, mask_slice_hashes
 from ..models.bundle import ModelBundle
 from .cancel import CancelToken
-from .denoise import Known, SeededNoise, denoise
+from .denoise import FrameCorrelatedNoise, Known, SeededNoise, ar1_along_axis0, denoise
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
 from .request import SamplingRequest, SamplingResult, WindowUpdate
 
 COND_STREAM = 1 << 30  # noise stream of the posterior samples drawn in official_compat mode
+FIELD_STREAM = (1 << 30) + 1  # noise stream of the volume-wide correlated starting noise
 
 
 class Recorder(Protocol):
@@ -122,13 +123,19 @@ def generate(
                 buffer[z] = latent.to(device=device, dtype=buffer.dtype)
             decoded = np.zeros((num_slices, height, width), np.float32)
             emitted = np.zeros(num_slices, bool)
+            rho = opts.slice_noise_correlation
+            field = slice_noise_field(opts.seed, (num_slices, lat_c, lat_h, lat_w), rho) if rho else None
             timings["encode"] = time.perf_counter() - t0
             done = 0
             for group in _groups(windows, independent, opts.max_batch_windows):
                 tg = time.perf_counter()
                 noises = [SeededNoise(opts.seed, w.index) for w in group]
+                if field is not None:  # the noise added at every step is correlated along the frames too
+                    noises = [FrameCorrelatedNoise(n, rho) for n in noises]
                 frames = group[0].length
                 x = torch.stack([n.draw("x_T", (frames, lat_c, lat_h, lat_w)) for n in noises]).to(device)
+                if field is not None:  # the windows' frames of the one correlated field (draws above keep streams)
+                    x = torch.stack([field[w.start : w.stop] for w in group]).to(device)
                 cond = torch.stack([_condition(w, mask_lat, ref, buffer, gem3d) for w in group])
                 known = _known(group, buffer) if inpaint else None
                 if recorder is not None:
@@ -184,6 +191,18 @@ def generate(
         if cpu_threads is not None:
             torch.set_num_threads(threads_before)
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
+
+
+def slice_noise_field(seed: int, shape: tuple[int, ...], rho: float) -> torch.Tensor:
+    """Starting noise for a whole volume, correlated ``rho`` between neighbouring slices (AR(1) along axis 0).
+
+    Every slice is still N(0, I); neighbouring slices are correlated ``rho``. The demo model's
+    temporal layers barely couple slices, so independent starting noise per slice becomes slice-to-slice
+    stripes that the sampler never removes (../shared/design/flicker-diagnosis.md); a correlated start
+    lets neighbouring slices begin alike. Windows take their frames from this one field, so a local
+    regeneration starts from the same noise as the full run did.
+    """
+    return ar1_along_axis0(SeededNoise(seed, FIELD_STREAM).draw("x_T", shape), rho)
 
 
 def _set_cpu_threads(wanted: int | str | None) -> dict | None:
@@ -250,6 +269,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "official_compat": opts.official_compat,
         "inpaint_overlap": opts.inpaint_overlap,
         "solver": opts.solver,
+        "slice_noise_correlation": opts.slice_noise_correlation,
         "steps": opts.steps,
         "eta": opts.eta,
         "seed": opts.seed,

@@ -50,9 +50,17 @@ class SamplingOptions:
     solver: str = "ddim"
     # CPU threads: None leaves torch's setting alone; "auto" uses the idle cores at the start (threads.py)
     cpu_threads: int | str | None = None
+    # correlation rho of the starting noise between neighbouring slices (one AR(1) field over the volume,
+    # GEM-3D mode only; 0: independent windows as the paper). See propagate.slice_noise_field.
+    slice_noise_correlation: float = 0.0
 
     def __post_init__(self):
         check_seed(self.seed)
+        if not (isinstance(self.slice_noise_correlation, (int, float)) and 0.0 <= self.slice_noise_correlation < 1.0):
+            raise ValueError(f"slice_noise_correlation must be in [0, 1), got {self.slice_noise_correlation!r}")
+        if self.slice_noise_correlation and (self.mode != "gem3d" or self.official_compat):
+            raise ValueError("correlated slice noise applies to GEM-3D mode without official_compat only (the "
+                             "baseline's trained temporal layers break with it): set it to 0")
         if not (self.cpu_threads in (None, "auto") or (isinstance(self.cpu_threads, int) and self.cpu_threads >= 1)):
             raise ValueError(f"cpu_threads must be None, 'auto' or a count >= 1, got {self.cpu_threads!r}")
         if not isinstance(self.steps, int) or self.steps < 1:
