@@ -187,7 +187,7 @@ def main(argv=None) -> int:
             image_layer.visible = False
             sampling._update_view()
             viewer.dims.order = (1, 0, 2)  # coronal: the filled slab and the running window are visible
-            viewer.camera.orientation2d = ("up", "right")
+            viewer.scene.camera.orientation2d = ("up", "right")
             viewer.reset_view()
             save(viewer, args.out / "sampling_live.png", app)
             shots["live"] = True
@@ -196,15 +196,15 @@ def main(argv=None) -> int:
     job = sampling.run()
     wait(app, lambda: job.finished)
     viewer.dims.order = (0, 1, 2)
-    viewer.camera.orientation2d = ("down", "right")
+    viewer.scene.camera.orientation2d = ("down", "right")
     image_layer.visible = True
     result = sampling.live.layer
-    viewer.grid.enabled = True
+    viewer.canvas.grid.enabled = True
     for layer in viewer.layers:
         layer.visible = layer in (image_layer, result)
     viewer.reset_view()
     save(viewer, args.out / "sampling_done.png", app)
-    viewer.grid.enabled = False
+    viewer.canvas.grid.enabled = False
     viewer.window.remove_dock_widget(d)
 
     # 4. consistency inspector on the result

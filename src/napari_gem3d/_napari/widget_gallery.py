@@ -80,7 +80,7 @@ class GalleryWidget(DockWidget):
             name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
         )
         self.only_results = CheckBox(name="only_results", text="grid: show only the results", value=True)
-        self.force = CheckBox(name="force", text="Run anyway when out of the model's domain", value=False,
+        self.force = CheckBox(name="force", text="Run anyway if out of domain", value=False,
                               tooltip="run even when the domain check refuses a case (findings are recorded)")
         self.form = Container(
             widgets=[

@@ -34,7 +34,7 @@ INFORMED_IMAGE = "Image slice at the start"
 INFORMED_WIDGET = "Informed-slice widget"
 BOX_NAME = "GEM-3D window"
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
-REGEN_DEBOUNCE_MS = 500  # "automatically after each edit": wait this long after the last edit
+REGEN_DEBOUNCE_MS = 500  # the "auto" regeneration: wait this long after the last edit
 
 
 def plan_for(config, num_slices: int, start: int, start_known: bool, options) -> list:
@@ -222,7 +222,7 @@ class SamplingWidget(DockWidget):
                     "not with the official-compat mode",
         )
         self.coherence = FloatSpinBox(
-            name="coherence", label="slice noise correlation", min=0.0, max=0.99, step=0.05, value=0.9,
+            name="coherence", label="slice coherence", min=0.0, max=0.99, step=0.05, value=0.9,
             tooltip="correlation of the noise between neighbouring slices (GEM-3D mode): higher gives fewer "
                     "slice-to-slice stripes; 0 is the paper's independent noise. Not used by the baseline "
                     "or the official-compat mode",
@@ -243,7 +243,7 @@ class SamplingWidget(DockWidget):
             name="follow", text="follow the window (moves the slider: costs a redraw per window)", value=False
         )
         self.force = CheckBox(
-            name="force", text="Run anyway when out of the model's domain", value=False,
+            name="force", text="Run anyway if out of domain", value=False,
             tooltip="the domain check compares the scan and mask with the model card (modality, labels, field "
                     "of view); when it refuses, this runs anyway and records the findings in the result",
         )
@@ -288,7 +288,7 @@ class SamplingWidget(DockWidget):
             tooltip="after a mask edit, refill only the slices whose mask changed (plus 2 each side) in the last "
                     "result, with its seed and settings; the other slices stay exactly as they are",
         )
-        self.auto_regen = CheckBox(name="auto_regen", text="automatically after each edit", value=False,
+        self.auto_regen = CheckBox(name="auto_regen", text="auto", value=False,
                                    tooltip="regenerate the changes half a second after an edit ends; a newer "
                                            "edit cancels a regeneration it makes stale")
         self.regen_button.clicked.connect(lambda *_: self.regenerate_changes())
