@@ -71,6 +71,8 @@ def test_evaluate_writes_csv_and_markdown(folders, capsys):
     assert float(stepped["ms_ssim"]) < 0.99
     assert float(stepped["seam_ratio_generated"]) > 2.0
     assert 0.5 < float(stepped["seam_ratio_real"]) < 1.5
+    assert float(same["stripe_index"]) == pytest.approx(1.0)  # a volume against itself
+    assert float(stepped["stripe_index"]) > 1.2  # offsets between windows are slice-to-slice stripes
     assert "scale" in stepped["ms_ssim_config"]
     (fid_row,) = [r for r in rows if r["scope"] == "set"]
     assert "offline fallback" in fid_row["extractor"]

@@ -313,3 +313,17 @@ def test_dice_and_hd95():
     assert d[1] == pytest.approx(2 * 900 / 2000, abs=1e-6)
     assert d[2] == 0.0  # missed entirely
     assert hd95_per_label(b, a, (2.0, 1.0, 1.0), labels=[1])[1] == pytest.approx(2.0)  # one voxel of 2 mm
+
+
+def test_stripe_index_is_one_for_the_real_volume_and_rises_with_slice_stripes():
+    from napari_gem3d.metrics.consistency import stripe_index
+
+    rng = np.random.default_rng(0)
+    real = gaussian_filter(rng.normal(size=(48, 48, 40)), 3.0).astype(np.float32)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])  # stored axis 2 is S: the slice axis
+    vol = Volume(real, affine)
+    assert stripe_index(vol, vol) == pytest.approx(1.0)
+    striped = real + 0.3 * real.std() * rng.normal(size=(1, 1, 40)).astype(np.float32)  # one offset per S slice
+    assert stripe_index(Volume(striped, affine), vol) > 1.5
+    blurred_across = gaussian_filter(real, (0, 0, 2.0))  # smoother along S than in plane
+    assert stripe_index(Volume(blurred_across, affine), vol) < 0.9

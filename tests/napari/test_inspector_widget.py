@@ -46,3 +46,10 @@ def test_views_planes_and_difference_plot(viewer_case):
     assert widget.boundaries == [4.5, 11.5, 12.5, 19.5]
     lines = [line for line in widget.figure.axes[0].get_lines() if line.get_linestyle() == "--"]
     assert len(lines) == 4
+    # one reading of the plot: the seam is a slice-to-slice change the source does not have
+    assert widget.stripes.startswith("Stripe index") and "'image'" in widget.stripes
+    value = float(widget.stripes.split()[2])
+    assert value > 1.0 and widget.stripes in widget.status.text()
+    widget.source.value = None
+    widget.plot()
+    assert widget.stripes.startswith("Slice-axis / in-plane difference ratio")

@@ -170,10 +170,26 @@ class InspectorWidget(DockWidget):
         ax.set_ylabel("mean |slice z+1 - slice z|")
         ax.legend(fontsize=7, loc="best", framealpha=0.6)
         self.canvas.draw_idle()
+        self.stripes = self._stripe_reading(layer, axis)
         if not plan:
             self.status.setText(
-                "This volume has no sampling plan in its metadata: no window boundaries to mark."
+                "This volume has no sampling plan in its metadata: no window boundaries to mark. " + self.stripes
             )
         else:
-            self.status.setText(f"{len(plan)} windows; seams would show as spikes at the dashed lines.")
+            self.status.setText(f"{len(plan)} windows; seams would show as spikes at the dashed lines. "
+                                + self.stripes)
         return curves
+
+    def _stripe_reading(self, layer, axis: str) -> str:
+        """One line on slice-to-slice stripes: the stripe index against the source, or the raw ratio."""
+        from ..metrics.consistency import axis_differences, stripe_index
+
+        volume = layer_to_volume(layer, copy=False)
+        src = self.source.value
+        if src is not None and src is not layer and tuple(src.data.shape) == tuple(layer.data.shape):
+            value = stripe_index(volume, layer_to_volume(src, copy=False), axis)
+            return (f"Stripe index {value:.2f} against {src.name!r} (1: slices change as in the source; above 1: "
+                    "slice-to-slice stripes).")
+        d = axis_differences(volume, axis)
+        return (f"Slice-axis / in-plane difference ratio {d[0] / (0.5 * (d[1] + d[2])):.2f} (no source to compare "
+                "with: choose one for the stripe index).")

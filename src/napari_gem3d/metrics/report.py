@@ -29,6 +29,7 @@ CASE_COLUMNS = (
     "consistency_ratio",
     "seam_ratio_generated",
     "seam_ratio_real",
+    "stripe_index",
 )
 SET_COLUMNS = ("fid_a", "fid_c", "fid_s", "fid_3d")
 CSV_COLUMNS = (
@@ -50,6 +51,7 @@ TITLES = {
     "consistency_ratio": "consistency gen/real",
     "seam_ratio_generated": "seam ratio gen",
     "seam_ratio_real": "seam ratio real",
+    "stripe_index": "stripe index",
     "fid_a": "FID-A",
     "fid_c": "FID-C",
     "fid_s": "FID-S",
@@ -168,7 +170,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _pair_metrics(real: Volume, gen: Volume, device: str) -> dict[str, Any]:
-    from .consistency import consistency, window_seams
+    from .consistency import consistency, stripe_index, window_seams
     from .similarity import compare_volumes
 
     row: dict[str, Any] = {}
@@ -189,6 +191,7 @@ def _pair_metrics(real: Volume, gen: Volume, device: str) -> dict[str, Any]:
             "consistency_ratio": cons.ratio,
             "seam_ratio_generated": cons.seam_ratio_generated,
             "seam_ratio_real": cons.seam_ratio_real,
+            "stripe_index": stripe_index(gen, real, axis),
         }
     )
     if not seams:
@@ -237,7 +240,9 @@ def evaluate_folders(
         "(data_range 1); PSNR is inf for identical volumes.",
         "Consistency: mean |slice z+1 - slice z| along the generation axis; ratio generated/real "
         "(1 = as real, >1 flicker, <1 over-smooth); seam ratio = difference across window boundaries / "
-        "elsewhere (1 = no seams).",
+        "elsewhere (1 = no seams). Stripe index: the slice-axis gen/real ratio of neighbouring-voxel "
+        "differences over the mean in-plane ratio, each volume on its own 1-99 percentile window (1 = as real; "
+        "slice-to-slice stripes push it up).",
         f"FID: every {'' if stride == 1 else f'{stride}th '}slice of each view, each volume on its own "
         "0.5-99.5 "
         "percentile window, fitted into the extractor's input square.",
