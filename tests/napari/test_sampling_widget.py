@@ -324,3 +324,15 @@ def test_solver_choice_reaches_the_provenance(viewer_case, qtbot):
     assert job is not None
     _wait(qtbot, job)
     assert widget.live.layer.metadata[RESULT_KEY]["provenance"]["solver"] == "dpmpp2m"
+
+
+def test_removing_the_output_layer_cancels_its_run(viewer_case, qtbot):
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, steps=50)
+    job = widget.run()
+    assert job is not None and job.running
+    viewer.layers.remove(widget.live.layer)
+    _wait(qtbot, job)
+    assert job.state == "cancelled"
+    assert "removed" in widget.status.text() and widget.live is None
+    assert not widget.regen_button.enabled and widget.run_button.enabled

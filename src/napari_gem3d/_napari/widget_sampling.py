@@ -302,6 +302,7 @@ class SamplingWidget(DockWidget):
         self._regen_timer.timeout.connect(self._auto_regenerate)
         self._regen_pending = False
         self.session.mask_edited.connect(self._mask_edited)
+        viewer.layers.events.removed.connect(self._layer_removed)
         self.status = note("Ready.")
         self.body.addWidget(self.status)
         self.body.addStretch(1)
@@ -745,6 +746,23 @@ class SamplingWidget(DockWidget):
             live.layer.refresh()
             live.layer.metadata[RESULT_KEY]["status"] = "complete"
         self.status.setText("Regeneration cancelled; the result is stale until it is regenerated.")
+
+    def _layer_removed(self, event) -> None:
+        """The live output layer deleted mid-run: nobody will see the result, so the run stops."""
+        live = self.live
+        if self._closed or live is None or getattr(event, "value", None) is not live.layer:
+            return
+        job = self.session.job
+        if job is not None and getattr(job, "owner", None) is self and job.running:
+            job.cancel()
+            self.status.setText("The output layer was removed: the run was cancelled.")
+        self.live = None
+        self.regen_button.enabled = False
+
+    def shutdown(self) -> None:
+        if not self._closed:
+            self.viewer.layers.events.removed.disconnect(self._layer_removed)
+        super().shutdown()
 
     def _mask_edited(self, layer, _version) -> None:
         live = self.live
