@@ -336,3 +336,29 @@ def test_removing_the_output_layer_cancels_its_run(viewer_case, qtbot):
     assert job.state == "cancelled"
     assert "removed" in widget.status.text() and widget.live is None
     assert not widget.regen_button.enabled and widget.run_button.enabled
+
+
+def test_every_result_of_an_edited_mask_is_marked_stale_through_naparis_plugin_proxy(viewer_case, qtbot):
+    """napari hands plugin docks a PublicOnlyProxy of the viewer, whose layers are proxies too: the
+    session must remember the real layers, or the second run's proxy dies and stale marking misses."""
+    import gc
+
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_gem3d._napari.session import STALE_SUFFIX
+
+    viewer, image_layer, mask_layer = viewer_case
+    proxy = PublicOnlyProxy(viewer)
+    widget = SamplingWidget(proxy)
+    viewer.window.add_dock_widget(widget, name="GEM-3D sampling (proxy)")
+    widget.steps.value, widget.device.value = 2, "cpu"
+    widget.mask.value, widget.image.value = proxy.layers["mask"], proxy.layers["image"]
+    for seed in (1, 2):
+        widget.seed.value = seed
+        _wait(qtbot, widget.run())
+        gc.collect()  # drop the proxies napari made for this run
+    results = [layer for layer in viewer.layers
+               if layer.metadata.get(RESULT_KEY, {}).get("status") == "complete"]
+    assert len(results) == 2
+    _grow_core(mask_layer, [12])
+    assert all(layer.name.endswith(STALE_SUFFIX) for layer in results)

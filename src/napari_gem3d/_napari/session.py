@@ -30,6 +30,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 STALE_SUFFIX = " [stale]"
 
 
+def real_layer(layer):
+    """The layer behind napari's plugin proxy (``PublicOnlyProxy``): a weak reference to the proxy dies
+    with the proxy, which napari makes afresh for every access from a plugin dock."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 @dataclass
 class InformedChoice:
     """The informed slice picked or generated in the informed-slice widget, with a description."""
@@ -276,10 +282,11 @@ class Session:
 
     # ----------------------------------------------------------------------------- mask versions
     def mask_version(self, layer) -> int:
-        return self._versions.get(layer, 0)
+        return self._versions.get(real_layer(layer), 0)
 
     def watch_mask(self, layer) -> None:
         """Count edits of ``layer`` (painting, lesion tools, data replaced): each marks results stale."""
+        layer = real_layer(layer)
         if layer in self._versions:
             return
         self._versions[layer] = 0
@@ -294,6 +301,7 @@ class Session:
         layer.events.data.connect(bump)
 
     def bump_mask(self, layer) -> int:
+        layer = real_layer(layer)
         version = self._versions.get(layer, 0) + 1
         self._versions[layer] = version
         self._mark_stale(layer, version)
@@ -302,6 +310,7 @@ class Session:
 
     def add_result(self, result_layer, mask_layer) -> None:
         """Remember which mask (and which version of it) a result layer was made from."""
+        result_layer, mask_layer = real_layer(result_layer), real_layer(mask_layer)
         self.watch_mask(mask_layer)
         self._results.append(
             (weakref.ref(result_layer), weakref.ref(mask_layer), self.mask_version(mask_layer))
@@ -310,6 +319,7 @@ class Session:
 
     def renew_result(self, result_layer, mask_layer) -> None:
         """``result_layer`` now matches the current ``mask_layer`` (after a local regeneration): not stale."""
+        result_layer, mask_layer = real_layer(result_layer), real_layer(mask_layer)
         version = self.mask_version(mask_layer)
         self._results = [(r, m, version if r() is result_layer else v) for r, m, v in self._results]
         info = result_layer.metadata.setdefault(RESULT_KEY, {})
@@ -326,6 +336,7 @@ class Session:
         return [r for r, _, _ in alive if r is not None]
 
     def _mark_stale(self, mask_layer, version: int) -> None:
+        mask_layer = real_layer(mask_layer)
         for res_ref, mask_ref, made_with in self._results:
             res = res_ref()
             if res is None or mask_ref() is not mask_layer or made_with >= version:
