@@ -126,11 +126,12 @@ def _parse_provenance(text: bytes | str, path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _same_file(a: str | os.PathLike[str], b: Path) -> bool:
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode, or the same path after resolving links."""
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist
-        return Path(a).resolve() == b.resolve()
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def _fsync_path(path: Path) -> None:
@@ -467,7 +468,7 @@ def write_volume(
             extra = " (.nhdr is read-only here: write an attached-header .nrrd instead)"
         raise ValueError(str(_unsupported(path, WRITE_SUFFIXES, "write")) + extra)
     source = volume.header.get("source")
-    if source and not overwrite and _same_file(source, path):
+    if source and not overwrite and same_file(source, path):
         raise FileExistsError(
             f"Refusing to overwrite {path}: it is the file this volume was read from. "
             "Write to a new path, or pass overwrite=True to replace the original on purpose."
@@ -557,6 +558,7 @@ __all__ = [
     "available_memory",
     "check_data_size",
     "read_volume",
+    "same_file",
     "volume_suffix",
     "write_volume",
 ]

@@ -238,25 +238,42 @@ def body_region(image: np.ndarray, threshold: float | None = None) -> np.ndarray
     return _largest_filled(image > _threshold(image, threshold))
 
 
-def _largest_filled(foreground: np.ndarray) -> np.ndarray:
-    """Largest connected component with holes filled in 3-D and then slice by slice along every axis
-    (a cavity that opens only through the edge of the volume, e.g. a cut-off neck, still gets filled)."""
+def largest_component(foreground: np.ndarray, *, connectivity: int = 1) -> np.ndarray:
+    """The largest connected component of ``foreground`` (``connectivity`` as scipy's: 1 faces, up to ndim
+    for faces, edges and corners); all False when there is none."""
     from scipy import ndimage
 
-    labelled, count = ndimage.label(foreground)
+    foreground = np.asarray(foreground)
+    structure = ndimage.generate_binary_structure(foreground.ndim, connectivity)
+    labelled, count = ndimage.label(foreground, structure=structure)
     if count == 0:
         return np.zeros(foreground.shape, dtype=bool)
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
-    body = ndimage.binary_fill_holes(labelled == int(np.argmax(sizes)))
-    if body.ndim == 3:
+    return labelled == int(np.argmax(sizes))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Holes filled in 3-D and then slice by slice along every axis (a cavity that opens only through the
+    edge of the volume, e.g. a cut-off neck, still gets filled); 2-D masks are filled once."""
+    from scipy import ndimage
+
+    out = ndimage.binary_fill_holes(mask)
+    if out.ndim == 3:
         for axis in range(3):  # 2-D filling: no connectivity along `axis`
             structure = ndimage.generate_binary_structure(3, 1)
             structure[tuple(0 if a == axis else 1 for a in range(3))] = False
             structure[tuple(2 if a == axis else 1 for a in range(3))] = False
-            body = ndimage.binary_fill_holes(body, structure=structure)
-        body = ndimage.binary_fill_holes(body)
-    return body
+            out = ndimage.binary_fill_holes(out, structure=structure)
+    return out
+
+
+def _largest_filled(foreground: np.ndarray) -> np.ndarray:
+    """Largest connected component with its holes filled (:func:`fill_holes`, then once more in 3-D)."""
+    from scipy import ndimage
+
+    body = fill_holes(largest_component(foreground))
+    return ndimage.binary_fill_holes(body) if body.ndim == 3 else body
 
 
 def outside_from_image(
@@ -320,6 +337,8 @@ __all__ = [
     "LabelSpec",
     "UndeclaredLabelsError",
     "body_region",
+    "fill_holes",
+    "largest_component",
     "mask_hash",
     "mask_slice_hashes",
     "official_abdomen_spec",

@@ -20,22 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from .io import WRITE_SUFFIXES, volume_suffix
+from .io import WRITE_SUFFIXES, same_file, volume_suffix
 from .volume import Volume
 
 #: ``--dtype`` choices: "auto" keeps the reference image's integer type (float32 for float images).
 OUTPUT_DTYPES = ("auto", "float32", "int16", "uint16", "uint8", "int32")
 
 Inputs = Iterable[tuple[str, "str | os.PathLike[str] | None"]]
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        if os.path.samefile(a, b):
-            return True
-    except OSError:  # one of them does not exist
-        pass
-    return a.resolve() == b.resolve()
 
 
 def _named(inputs: Inputs) -> list[tuple[str, Path]]:
@@ -59,7 +50,7 @@ def refuse_inputs(outputs: Iterable[str | os.PathLike[str]], inputs: Inputs, opt
     named = _named(inputs)
     for out in map(Path, outputs):
         for label, path in named:
-            if _same(out, path):
+            if same_file(out, path):
                 why = "--overwrite replaces earlier outputs, never an input" if option.startswith("--") else (
                     "an output never replaces an input")
                 raise FileExistsError(

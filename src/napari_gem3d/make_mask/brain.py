@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..masks import fill_holes, largest_component
 from ..volume import Volume
 
 BRAIN_METHODS = ("auto", "deepbet", "fallback", "none")
@@ -23,23 +24,8 @@ def _dilate(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return np.zeros(mask.shape, bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Holes filled in 3-D, then slice by slice along each axis (cavities open at the volume's edge)."""
-    out = ndimage.binary_fill_holes(mask)
-    for axis in range(3):
-        structure = ndimage.generate_binary_structure(3, 1)
-        structure[tuple(0 if a == axis else 1 for a in range(3))] = False
-        structure[tuple(2 if a == axis else 1 for a in range(3))] = False
-        out = ndimage.binary_fill_holes(out, structure=structure)
-    return out
+    """Largest component counting edge and corner neighbours as connected (26-connectivity in 3-D)."""
+    return largest_component(mask, connectivity=mask.ndim)
 
 
 def _pad_edges(mask: np.ndarray, r_mm: float, spacing, op) -> np.ndarray:

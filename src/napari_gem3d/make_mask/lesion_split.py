@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .brain import fill_holes
+from ..masks import fill_holes
 from .roles import LESION_ORDER
 
 # the demo training tumours (training/recipes/demo/tumours.py), as fractions of the tissue contrasts
