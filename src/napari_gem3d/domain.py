@@ -288,7 +288,7 @@ def _geometry_findings(card, grid, mask: Volume) -> tuple[list[Finding], dict]:
 def check_domain(config, mask: Volume, image: Volume | None = None, *, informed: Volume | None = None) -> DomainReport:
     """Every finding for generating ``mask`` (and ``image``; ``informed``: a volume giving the informed slice)."""
     card = config.card
-    names = {int(k): str(v) for k, v in config.labels.names.items()}
+    names = config.labels.names  # int label -> name (LabelSpec normalises them)
     findings: list[Finding] = []
     facts: dict[str, Any] = {}
     if not card.known:

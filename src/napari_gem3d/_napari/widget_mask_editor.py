@@ -275,7 +275,6 @@ class MaskEditorWidget(DockWidget):
             raise ValueError("choose the image layer to make the mask from")
         bundle = self.session.require_bundle()
         config = bundle.config
-        names = {int(k): str(v) for k, v in config.labels.names.items()}
         lesion = layer_to_volume(self.lesion_from.value) if self.lesion_from.value is not None else None
         label_map = parse_label_map(self.label_map.value) if self.label_map.value.strip() else None
         volume = layer_to_volume(image)
@@ -290,7 +289,7 @@ class MaskEditorWidget(DockWidget):
             counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
             self.status.setText(f"Mask from image ({report['method']['brain']}): {counts}")
 
-        job = Job(run_once(make_model_mask, volume, config.card, names, lesion=lesion,
+        job = Job(run_once(make_model_mask, volume, config.card, config.labels.names, lesion=lesion,
                            lesion_as=self.lesion_as.value.strip() or "auto", label_map=label_map,
                            brain=self.brain.value),
                   total=0, desc="GEM-3D mask from image", handlers=Handlers(returned=done))

@@ -352,8 +352,7 @@ class SamplingWidget(DockWidget):
             knows = (f"{card.modality} {card.contrast}, {card.body_region}" if card.known
                      else "no model card: its domain is unknown")
             text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'}): {knows}"
-            names = {int(k): str(v) for k, v in bundle.config.labels.names.items()}
-            self.model_label.setToolTip("\n".join(card.describe(names, bundle.config.image_size,
+            self.model_label.setToolTip("\n".join(card.describe(bundle.config.labels.names, bundle.config.image_size,
                                                                 bundle.config.slice_axis)))
         self.model_label.setText(text)
 

@@ -45,13 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_options(p)
 
 
-def _informed_list(args: argparse.Namespace, bundle) -> list:
-    from ..io import read_volume
+def _informed_list(args: argparse.Namespace, bundle, volumes: list) -> list:
+    """(name, informed slice) from each ``--informed-from`` volume (already read), then the generated ones."""
     from ..sampling.informed import generate_informed, pick_informed
 
     informed = []
-    for path in args.informed_from:
-        volume = read_volume(path)
+    for path, volume in zip(args.informed_from, volumes, strict=True):
         informed.append(
             (_name(path), pick_informed(volume, bundle.config, position=args.position, name=str(path)))
         )
@@ -98,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
     dtype = output_dtype(args.dtype, image)
     bundle = load_model(args.model)
     domain = domain_gate(args, bundle, mask, image)
-    for path in args.informed_from:  # each appearance source must be a scan the model knows too
-        domain_gate(args, bundle, mask, informed=read_volume(path), what=f"the mask with --informed-from {path.name}")
-    informed = _informed_list(args, bundle)
+    sources = [read_volume(path) for path in args.informed_from]
+    for path, volume in zip(args.informed_from, sources, strict=True):  # appearance sources the model knows too
+        domain_gate(args, bundle, mask, informed=volume, what=f"the mask with --informed-from {path.name}")
+    informed = _informed_list(args, bundle, sources)
     gen = counterfactuals(bundle, mask, informed, image=image, position=args.position, options=options)
     bar = None
     try:

@@ -16,14 +16,13 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = load_model(args.model)
     cfg = bundle.config
-    names = {int(k): str(v) for k, v in cfg.labels.names.items()}
     print(f"model: {cfg.name} (hash {bundle.model_hash[:16]}, napari-gem3d {__version__})")
     if cfg.description:
         print(f"description: {cfg.description}")
     print(f"components: vae, {', '.join(sorted(bundle.unets))}; window {cfg.window} slices, overlap {cfg.overlap}")
     if not cfg.card.known:
         print("model card: none (a bundle from before model cards): its domain is unknown and cannot be checked")
-    for line in cfg.card.describe(names, cfg.image_size, cfg.slice_axis):
+    for line in cfg.card.describe(cfg.labels.names, cfg.image_size, cfg.slice_axis):
         print(line)
     from ..sampling.threads import ENV, choose_threads
 

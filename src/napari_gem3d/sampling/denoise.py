@@ -22,7 +22,7 @@ import torch
 
 from ..diffusion import DDIMPlan, DPMPlan, data_prediction, ddim_step, dpm_step
 from .cancel import CancelToken
-from .request import check_seed
+from .request import SOLVERS, check_seed
 
 
 class NoiseSource(Protocol):
@@ -40,6 +40,18 @@ class SeededNoise:
 
     def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, dtype=torch.float32)
+
+
+def sampling_plan(schedule, steps: int, eta: float, solver: str = "ddim", official_compat: bool = False):
+    """The per-step plan of ``solver``: a :class:`DDIMPlan` ("ddim") or a :class:`DPMPlan` ("dpmpp2m",
+    deterministic: ``eta`` does not apply), the one place the sampler and the slice model choose it."""
+    from ..diffusion import make_ddim_plan, make_dpm_plan
+
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
+    if solver == "dpmpp2m":
+        return make_dpm_plan(schedule, steps)
+    return make_ddim_plan(schedule, steps, eta, official_compat=official_compat)
 
 
 def ar1_along_axis0(z: torch.Tensor, rho: float) -> torch.Tensor:

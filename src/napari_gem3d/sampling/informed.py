@@ -74,8 +74,7 @@ def generate_informed(
     """Sample a slice latent at relative ``position`` with the bundle's slice model (same DDIM loop)."""
     import torch
 
-    from ..diffusion import make_ddim_plan, make_dpm_plan
-    from .denoise import SeededNoise, denoise
+    from .denoise import SeededNoise, denoise, sampling_plan
     from .device import release_memory, resolve_device
 
     if bundle.slice is None:
@@ -85,9 +84,7 @@ def generate_informed(
     cfg = bundle.config
     dev = resolve_device(device)
     bundle.to(dev)
-    if solver not in ("ddim", "dpmpp2m"):
-        raise ValueError(f"solver must be 'ddim' or 'dpmpp2m', got {solver!r}")
-    plan = make_dpm_plan(cfg.schedule, steps) if solver == "dpmpp2m" else make_ddim_plan(cfg.schedule, steps, eta)
+    plan = sampling_plan(cfg.schedule, steps, eta, solver)
     noise = SeededNoise(seed, 0)
     c, (h, w) = bundle.codec.latent_channels, cfg.latent_size
     p = torch.tensor([float(position)], device=dev)

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..diffusion import make_ddim_plan, make_dpm_plan
 from ..masks import mask_hash, mask_slice_hashes
 from ..models.bundle import ModelBundle
 from .cancel import CancelToken
-from .denoise import FrameCorrelatedNoise, Known, SeededNoise, ar1_along_axis0, denoise
+from .denoise import FrameCorrelatedNoise, Known, SeededNoise, ar1_along_axis0, denoise, sampling_plan
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
 from .request import SamplingRequest, SamplingResult, WindowUpdate
@@ -94,10 +93,7 @@ def generate(
     precision = effective_precision(opts.precision, device)
     bundle.to(device)
     codec = bundle.codec
-    if opts.solver == "dpmpp2m":  # deterministic DPM-Solver++(2M): eta does not apply
-        ddim = make_dpm_plan(cfg.schedule, opts.steps).to(device)
-    else:
-        ddim = make_ddim_plan(cfg.schedule, opts.steps, opts.eta, official_compat=opts.official_compat).to(device)
+    ddim = sampling_plan(cfg.schedule, opts.steps, opts.eta, opts.solver, opts.official_compat).to(device)
     cond_gen = SeededNoise(opts.seed, COND_STREAM).generator if opts.official_compat else None
 
     t0 = time.perf_counter()
