@@ -72,22 +72,12 @@ def sampling_steps(bundle, mask, *, image, informed, position, options, cancel):
     """
     from ..sampling.pipeline import finish, prepare_request
     from ..sampling.propagate import generate
-    from ..volume import slab_from_model
 
     request, grid, reference = prepare_request(
         bundle.config, mask, image=image, informed=informed, position=position, options=options
     )
     yield Prepared(reference)
-    gen = generate(bundle, request, cancel=cancel)
-    while True:
-        try:
-            update = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        values = reference.inverse(update.slices) if reference is not None else update.slices
-        index, block = slab_from_model(values, update.z0, grid, "image")
-        yield WindowBlock(update, index, block)
+    result = yield from window_blocks(generate(bundle, request, cancel=cancel), grid, reference)
     return finish(result, grid, reference, mask)
 
 
@@ -95,18 +85,28 @@ def regeneration_steps(bundle, previous, edited, *, image, margin, cancel, **ove
     """Worker side of "Regenerate changes" (Qt-free): drive :func:`sampling.regenerate.regenerate` and map
     each refilled window into the source geometry, as :func:`sampling_steps` does for a full run."""
     from ..sampling.regenerate import regenerate
-    from ..volume import FittedNorm, model_grid, slab_from_model
+    from ..volume import FittedNorm, model_grid
 
     prov = previous.header["provenance"]
     reference = FittedNorm.from_dict(prov["intensity"]) if isinstance(prov.get("intensity"), dict) else None
     grid = model_grid(edited, bundle.config.image_size, bundle.config.slice_axis)
     gen = regenerate(bundle, previous, edited, image=image, margin=margin, cancel=cancel, **overrides)
+    # clipped as regenerate() clips the slices it puts into the result, so the preview equals it
+    return (yield from window_blocks(gen, grid, reference, clip=True))
+
+
+def window_blocks(gen, grid, reference, *, clip: bool = False):
+    """Drive a sampler generator; yield each finished window as a :class:`WindowBlock` in the source
+    geometry and intensity units (``clip``: to the model range [-1, 1] first); return its value."""
+    from ..volume import slab_from_model
+
     while True:
         try:
             update = next(gen)
         except StopIteration as stop:
             return stop.value
-        values = reference.inverse(np.clip(update.slices, -1, 1)) if reference is not None else update.slices
+        slices = np.clip(update.slices, -1.0, 1.0) if clip else update.slices
+        values = reference.inverse(slices) if reference is not None else slices
         index, block = slab_from_model(values, update.z0, grid, "image")
         yield WindowBlock(update, index, block)
 
