@@ -366,7 +366,7 @@ class GalleryWidget(DockWidget):
         from .writer import open_sources
 
         try:  # no exported file may replace a file open in the viewer
-            paths = export_results(self.results, folder, inputs=open_sources())
+            paths = export_results(self.results, folder, inputs=open_sources(self.viewer))
         except Exception as exc:
             show_error(f"GEM-3D gallery export: {exc}")
             return []

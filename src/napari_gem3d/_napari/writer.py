@@ -24,16 +24,17 @@ def _provenance(attributes: dict[str, Any]) -> dict | None:
     return {**prov, **({"layer": extra} if extra else {})}
 
 
-def open_sources() -> list[tuple[str, str]]:
-    """(layer name, file) for every layer of the current viewer that was read from a file."""
+def open_sources(viewer=None) -> list[tuple[str, str]]:
+    """(layer name, file) for every layer of ``viewer`` (default: napari's current one) read from a file."""
     from .layers import SOURCE_KEY
 
-    try:
-        import napari
+    if viewer is None:
+        try:
+            import napari
 
-        viewer = napari.current_viewer()
-    except ImportError:  # pragma: no cover - the writer runs inside napari
-        viewer = None
+            viewer = napari.current_viewer()
+        except ImportError:  # pragma: no cover - the writer runs inside napari
+            viewer = None
     found = []
     for layer in viewer.layers if viewer is not None else []:
         header = (layer.metadata.get(SOURCE_KEY) or {}).get("header") or {}

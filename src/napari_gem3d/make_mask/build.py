@@ -29,7 +29,6 @@ _DROP_HEADER = ("source", "provenance", "dtype", "scl_slope", "scl_inter", "desc
 _AFFINE_ATOL_MM = 1e-3
 
 
-
 def _check_geometry(image: Volume, other: Volume, what: str) -> None:
     fix = ("resample it onto the image's grid with nearest-neighbour interpolation (e.g. "
            "nibabel.processing.resample_from_to(mask, image, order=0), or 3D Slicer's Resample with the "

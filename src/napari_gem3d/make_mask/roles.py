@@ -18,7 +18,6 @@ _LESION_KEYS = (
 LESION_ORDER = ("core", "rim", "oedema")  # inside -> outside
 
 
-
 def normalise_name(name: str) -> str:
     return " ".join(str(name).lower().replace("_", " ").split())
 
