@@ -278,3 +278,10 @@ def test_real_head_brain_and_tissue():
     assert _dice(labels > 0, ref) > 0.93, report["method"]
     means = list(report["class_means"].values())
     assert means == sorted(means)
+
+
+def test_a_ct_in_hounsfield_units_is_refused_by_an_mr_card():
+    image, _, affine = _phantom(seed=5)
+    ct = Volume(image * 10.0 - 1024.0, affine)  # air at -1024 HU around the head
+    with pytest.raises(ValueError, match=r"looks like CT in Hounsfield units .* MR-only.* Fix: a CT scan needs"):
+        mm.make_model_mask(ct, CARD, NAMES, brain="none")

@@ -122,6 +122,14 @@ def guess_modality(image: Volume) -> tuple[str, dict[str, float]]:
     return ("CT" if low >= CT_AIR_FRACTION and sample.min() <= -900 else "MR"), evidence
 
 
+def require_modality(card, volume: Volume, role: str = "image") -> None:
+    """Raise a ValueError (message and fix) when ``volume``'s modality is not the card's, e.g. CT for an MR
+    model: for steps that use the intensities before any domain check (``gem3d make-mask``)."""
+    finding = _modality_findings(card, *guess_modality(volume), role)
+    if finding:
+        raise ValueError(f"{finding[0].message} Fix: {finding[0].fix}")
+
+
 def _modality_findings(card, guess: str, ev: dict[str, float], role: str) -> list[Finding]:
     if not card.known or card.modality == guess:
         return []
@@ -330,4 +338,5 @@ def require_domain(config, mask: Volume, image: Volume | None = None, *, informe
     return report
 
 
-__all__ = ["DomainError", "DomainReport", "Finding", "check_domain", "guess_modality", "require_domain"]
+__all__ = ["DomainError", "DomainReport", "Finding", "check_domain", "guess_modality", "require_domain",
+           "require_modality"]

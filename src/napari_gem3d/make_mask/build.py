@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from ..domain import require_modality
 from ..volume import Volume, require_finite
 from .brain import (
     BRAIN_METHODS,
@@ -95,6 +96,7 @@ def make_model_mask(
     require_finite(image.array, "the image")
     if image.array.dtype.kind not in "iufb":
         raise ValueError(f"the image must hold numbers, got dtype {image.array.dtype}")
+    require_modality(card, image)  # an MR tissue model on a CT in HU would give confident nonsense
     warnings: list[str] = []
     nonbg = [*card.tissue_labels, *card.lesion_labels]
     all_lookup = name_lookup(names, [*card.background_labels, *nonbg], "card labels")
