@@ -6,15 +6,23 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import QDockWidget, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+
+NARROW = 8  # characters a combo box asks room for: long layer names elide instead of widening the dock
 
 
 class DockWidget(QWidget):
-    """A dock body: content in a vertical layout inside a QScrollArea (tall docks never break napari).
+    """A dock body: content in a vertical layout inside a vertical-only QScrollArea.
 
-    Subclasses add widgets to ``self.body`` and may register layer combo boxes with ``self.track``.
-    Layer choices refresh on layer insert/remove/rename; ``close()`` cancels this widget's job and
-    disconnects from the viewer.
+    - It fits the dock's width: no horizontal scroll bar; combo boxes and labels shrink or wrap
+      (:func:`narrow`), so a dock at napari's default width shows every control.
+    - GEM-3D docks opened beside each other share one tab group instead of splitting the height: each
+      keeps the full height of the dock area (stacked docks were squeezed to a few rows).
+    - Subclasses add widgets to ``self.body`` and may register layer combo boxes with ``self.track``.
+      Layer choices refresh on layer insert/remove/rename.
+    - Closing the dock (its X, ``close()``, or ``viewer.window.remove_dock_widget``) cancels this
+      widget's job and disconnects from the viewer.
     """
 
     def __init__(self, viewer, title: str = ""):
@@ -27,9 +35,11 @@ class DockWidget(QWidget):
         self._layer_callbacks: list[tuple[Any, Callable]] = []
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
+        scroll = self.scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        inner = QWidget()
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = self.inner = QWidget()
+        inner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # width follows the dock
         self.body = QVBoxLayout(inner)
         self.body.setContentsMargins(6, 6, 6, 6)
         scroll.setWidget(inner)
@@ -44,6 +54,7 @@ class DockWidget(QWidget):
         for layer in viewer.layers:
             self._watch_name(layer)
         self._closed = False
+        self._docked = False
 
     # -------------------------------------------------------------------------------- layer choices
     def track(self, widget) -> Any:
@@ -71,6 +82,21 @@ class DockWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.shutdown()
         super().closeEvent(event)
+
+    def event(self, event) -> bool:
+        """napari removes a dock by un-parenting its widget (no close event): treat that as closing."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.shutdown()
+        return super().event(event)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):
+            self._tabbed = True
+            tab_with_other_docks(self)
 
     def shutdown(self) -> None:
         """Cancel this widget's running job and stop listening to the viewer."""
@@ -101,6 +127,69 @@ def layer_choices(viewer, kind, ndim: int | None = 3) -> Callable:
         ]
 
     return choices
+
+
+def dock_of(widget) -> QDockWidget | None:
+    """The QDockWidget that holds ``widget`` (napari may wrap it in a container), or None."""
+    parent = widget.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    return parent
+
+
+def tab_with_other_docks(widget) -> None:
+    """Put ``widget``'s dock in one tab group with the other visible GEM-3D docks of its dock area."""
+    dock = dock_of(widget)
+    window = dock.parent() if dock is not None else None
+    if dock is None or window is None or not hasattr(window, "tabifyDockWidget") or dock.isFloating():
+        return
+    area = window.dockWidgetArea(dock)
+    for other in window.findChildren(QDockWidget):
+        if (
+            other is not dock
+            and isinstance(other.widget(), DockWidget)
+            and other.isVisible()
+            and not other.isFloating()
+            and window.dockWidgetArea(other) == area
+        ):
+            window.tabifyDockWidget(other, dock)
+            dock.show()
+            dock.raise_()  # the new dock is the tab shown
+            return
+
+
+def narrow(container) -> None:
+    """Let a magicgui container's combo boxes, line edits and sliders shrink with the dock: long
+    choices elide instead of widening the dock past the screen."""
+    from qtpy.QtWidgets import QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit
+
+    root = getattr(container, "native", container)
+    for combo in root.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(NARROW)
+    for kind in (QLineEdit, QAbstractSlider, QAbstractSpinBox):
+        for w in root.findChildren(kind):
+            w.setMinimumWidth(min(w.minimumSizeHint().width(), 60))
+
+
+def section(title: str, *widgets, tooltip: str, expanded: bool = False) -> QWidget:
+    """A collapsible section (superqt's QCollapsible) holding magicgui or Qt widgets; ``tooltip`` goes on
+    its header button."""
+    from qtpy.QtWidgets import QAbstractButton
+    from superqt import QCollapsible
+
+    box = QCollapsible(title)
+    box.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    for widget in widgets:
+        box.addWidget(getattr(widget, "native", widget))
+    for button in box.findChildren(QAbstractButton):
+        if not button.toolTip():
+            button.setToolTip(tooltip)
+    if expanded:
+        box.expand(animate=False)
+    else:
+        box.collapse(animate=False)
+    return box
 
 
 def note(text: str) -> QLabel:

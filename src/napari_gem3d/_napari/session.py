@@ -171,6 +171,7 @@ class Session:
     mask_edited = Signal(object, int)  # mask layer, new version
     job_changed = Signal(object)  # the running Job or None
     results_changed = Signal()
+    loading_changed = Signal(bool)  # the bundled model is loading in a worker (True) / done (False)
 
     def __init__(self, viewer: napari.Viewer):
         self._viewer = weakref.ref(viewer)
@@ -180,6 +181,8 @@ class Session:
         self.informed: InformedChoice | None = None
         self.last_run: RunSnapshot | None = None
         self.job: Job | None = None
+        self.loading = False
+        self._waiting: list = []  # (then, on_error) of docks waiting for the model to load
         self._versions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._results: list[tuple[weakref.ref, weakref.ref, int]] = []  # (result, mask, mask version)
 
@@ -197,19 +200,53 @@ class Session:
     def cached(self, path: str | os.PathLike) -> ModelBundle | None:
         return self.bundles.get(str(Path(path).resolve()))
 
-    def require_bundle(self) -> ModelBundle:
-        """The current model; loads the bundled demo model on first use; a clear error if there is none."""
-        if self.bundle is None:
-            default = default_model_path()
-            if default is None:
-                raise ValueError(
-                    "No model is loaded and this installation has no bundled demo model: use 'Load model…' "
-                    "to choose a model bundle folder or an official GEM-3D .ckpt."
-                )
-            key = str(default.resolve())
-            self.set_bundle(self.bundles.get(key) or load_model_files(default), key)
-        assert self.bundle is not None
-        return self.bundle
+    def when_model_ready(self, then, *, status=None, on_error=None):
+        """Call ``then(bundle)`` with the current model, on the GUI thread; returns what it returns.
+
+        With no model loaded yet, the bundled demo model first loads in a worker (the viewer stays
+        responsive; ``status`` gets "Loading the model…", ``loading_changed`` fires) and ``then`` runs when
+        it is ready; this call then returns None. Docks that ask while it loads are all answered.
+        """
+        if self.bundle is not None:
+            return then(self.bundle)
+        default = default_model_path()
+        if default is None:
+            raise ValueError(
+                "No model is loaded and this installation has no bundled demo model: use 'Load model…' "
+                "to choose a model bundle folder or an official GEM-3D .ckpt."
+            )
+        if status is not None:
+            status("Loading the model (first use; a few seconds)…")
+        self._waiting.append((then, on_error))
+        if not self.loading:
+            self.loading = True
+            self.loading_changed.emit(True)
+            self.load_model(default, on_done=self._model_ready, on_error=self._model_failed)
+        return None
+
+    def _model_ready(self, bundle) -> None:
+        waiting, self._waiting = self._waiting, []
+        self.loading = False
+        self.loading_changed.emit(False)
+        for then, on_error in waiting:
+            try:
+                then(bundle)
+            except Exception as exc:  # noqa: BLE001 - a dock's failure is its own: report it, serve the rest
+                if on_error is None:
+                    raise
+                on_error(exc)
+
+    def _model_failed(self, exc) -> None:
+        from .jobs import _report
+
+        waiting, self._waiting = self._waiting, []
+        self.loading = False
+        self.loading_changed.emit(False)
+        if not any(on_error for _, on_error in waiting):
+            _report(exc, "model loading")
+        for _, on_error in waiting:
+            if on_error is not None:
+                on_error(exc)
 
     def load_model(self, path: str | os.PathLike, on_done=None, on_error=None):
         """Load (converting an official .ckpt first) in a worker; the result becomes the current model."""
