@@ -129,6 +129,29 @@ def layer_choices(viewer, kind, ndim: int | None = 3) -> Callable:
     return choices
 
 
+def scan_choices(viewer):
+    """magicgui ``choices``: the 3-D image layers that are scans (GEM-3D results are not offered)."""
+    import napari
+
+    from .layers import RESULT_KEY
+
+    every = layer_choices(viewer, napari.layers.Image)
+
+    def choices(widget=None):
+        return [(name, layer) for name, layer in every(widget) if RESULT_KEY not in layer.metadata]
+
+    return choices
+
+
+def same_geometry(a, b) -> bool:
+    """Two layers on one voxel grid (shape and voxel -> scanner affine)."""
+    import numpy as np
+
+    from .layers import layer_affine
+
+    return a.data.shape == b.data.shape and np.allclose(layer_affine(a), layer_affine(b), atol=1e-3)
+
+
 def dock_of(widget) -> QDockWidget | None:
     """The QDockWidget that holds ``widget`` (napari may wrap it in a container), or None."""
     parent = widget.parent()
@@ -161,15 +184,15 @@ def tab_with_other_docks(widget) -> None:
 def narrow(container) -> None:
     """Let a magicgui container's combo boxes, line edits and sliders shrink with the dock: long
     choices elide instead of widening the dock past the screen."""
-    from qtpy.QtWidgets import QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit
+    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QSlider
 
     root = getattr(container, "native", container)
     for combo in root.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(NARROW)
-    for kind in (QLineEdit, QAbstractSlider, QAbstractSpinBox):
+    for kind in (QLineEdit, QSlider, QAbstractSpinBox):
         for w in root.findChildren(kind):
-            w.setMinimumWidth(min(w.minimumSizeHint().width(), 60))
+            w.setMinimumWidth(max(0, min(w.minimumSizeHint().width(), 60)))
 
 
 def section(title: str, *widgets, tooltip: str, expanded: bool = False) -> QWidget:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from psygnal import Signal
 
 from .layers import RESULT_KEY
@@ -43,6 +44,19 @@ class InformedChoice:
     informed: InformedSlice
     description: str
     position: float | None = None  # relative position it belongs to (the natural start position)
+    index: int | None = None  # a picked slice: its index along the model's slice axis, exactly
+    num_slices: int | None = None  # ... of this many (the start slice is ``index`` where the mask has as many)
+    layer_name: str = ""  # the image layer it was picked from
+
+    def start_for(self, num_slices: int) -> tuple[int, bool]:
+        """The start slice for a mask with ``num_slices`` slices: the picked index itself when the counts
+        match (exact, no float round trip), else the same relative position; and whether it is exact."""
+        from ..sampling.informed import relative_index
+
+        if self.index is not None and self.num_slices == num_slices:
+            return int(self.index), True
+        position = self.position if self.position is not None else 0.5
+        return relative_index(float(position), num_slices), False
 
 
 @dataclass
@@ -184,7 +198,8 @@ class Session:
         self.loading = False
         self._waiting: list = []  # (then, on_error) of docks waiting for the model to load
         self._versions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._results: list[tuple[weakref.ref, weakref.ref, int]] = []  # (result, mask, mask version)
+        self._results: list[tuple[weakref.ref, weakref.ref, bytes]] = []  # (result, mask, mask digest)
+        self._recheck: dict[int, Any] = {}  # debounced content checks per mask layer
 
     @property
     def viewer(self) -> napari.Viewer | None:
@@ -322,7 +337,9 @@ class Session:
         return self._versions.get(real_layer(layer), 0)
 
     def watch_mask(self, layer) -> None:
-        """Count edits of ``layer`` (painting, lesion tools, data replaced): each marks results stale."""
+        """Follow edits of ``layer``: painting, lesion tools and replaced data count as edits (a new version,
+        ``mask_edited``); after any change of its content, undo and redo included, each result made from it
+        is marked stale, or unmarked when the mask is back to the content the result was made from."""
         layer = real_layer(layer)
         if layer in self._versions:
             return
@@ -334,55 +351,70 @@ class Session:
             if target is not None:
                 self.bump_mask(target)
 
+        def recheck(event=None):  # undo/redo only refresh the layer: compare its content (debounced)
+            target = ref()
+            if target is not None and any(m() is target for _, m, _ in self._results):
+                self._recheck.setdefault(id(target), _debounced(lambda: self._restale(ref())))()
+
         layer.events.paint.connect(bump)
         layer.events.data.connect(bump)
+        layer.events.set_data.connect(recheck)
 
     def bump_mask(self, layer) -> int:
         layer = real_layer(layer)
         version = self._versions.get(layer, 0) + 1
         self._versions[layer] = version
-        self._mark_stale(layer, version)
+        self._restale(layer)
         self.mask_edited.emit(layer, version)
         return version
 
     def add_result(self, result_layer, mask_layer) -> None:
-        """Remember which mask (and which version of it) a result layer was made from."""
+        """Remember which mask (and which content of it) a result layer was made from."""
         result_layer, mask_layer = real_layer(result_layer), real_layer(mask_layer)
         self.watch_mask(mask_layer)
-        self._results.append(
-            (weakref.ref(result_layer), weakref.ref(mask_layer), self.mask_version(mask_layer))
-        )
+        self._results.append((weakref.ref(result_layer), weakref.ref(mask_layer), mask_digest(mask_layer)))
         self.results_changed.emit()
 
     def renew_result(self, result_layer, mask_layer) -> None:
         """``result_layer`` now matches the current ``mask_layer`` (after a local regeneration): not stale."""
         result_layer, mask_layer = real_layer(result_layer), real_layer(mask_layer)
-        version = self.mask_version(mask_layer)
-        self._results = [(r, m, version if r() is result_layer else v) for r, m, v in self._results]
-        info = result_layer.metadata.setdefault(RESULT_KEY, {})
-        info["stale"] = False
-        if result_layer.name.endswith(STALE_SUFFIX):
-            result_layer.name = result_layer.name[: -len(STALE_SUFFIX)]
+        digest = mask_digest(mask_layer)
+        self._results = [(r, m, digest if r() is result_layer else d) for r, m, d in self._results]
+        self._set_stale(result_layer, False)
 
     def results(self) -> list:
         """Live result layers, oldest first."""
-        alive = [(r(), m(), v) for r, m, v in self._results]
+        alive = [(r(), m(), d) for r, m, d in self._results]
         self._results = [
-            (weakref.ref(r), weakref.ref(m), v) for r, m, v in alive if r is not None and m is not None
+            (weakref.ref(r), weakref.ref(m), d) for r, m, d in alive if r is not None and m is not None
         ]
         return [r for r, _, _ in alive if r is not None]
 
-    def _mark_stale(self, mask_layer, version: int) -> None:
+    def is_stale(self, result_layer) -> bool:
+        return bool(real_layer(result_layer).metadata.get(RESULT_KEY, {}).get("stale"))
+
+    def _restale(self, mask_layer) -> None:
+        """Mark each result of ``mask_layer`` stale when the mask's content differs from its own, else not."""
+        if mask_layer is None:
+            return
         mask_layer = real_layer(mask_layer)
-        for res_ref, mask_ref, made_with in self._results:
-            res = res_ref()
-            if res is None or mask_ref() is not mask_layer or made_with >= version:
-                continue
-            info = res.metadata.setdefault(RESULT_KEY, {})
-            if not info.get("stale"):
-                info["stale"] = True
-                if not res.name.endswith(STALE_SUFFIX):
-                    res.name = res.name + STALE_SUFFIX
+        mine = [(r(), d) for r, m, d in self._results if m() is mask_layer and r() is not None]
+        if not mine:
+            return
+        digest = mask_digest(mask_layer)
+        for result, made_with in mine:
+            self._set_stale(result, made_with != digest)
+
+    @staticmethod
+    def _set_stale(result, stale: bool) -> None:
+        info = result.metadata.setdefault(RESULT_KEY, {})
+        if bool(info.get("stale")) == stale:
+            return
+        info["stale"] = stale
+        if stale and not result.name.endswith(STALE_SUFFIX):
+            result.name = result.name + STALE_SUFFIX
+        elif not stale and result.name.endswith(STALE_SUFFIX):
+            result.name = result.name[: -len(STALE_SUFFIX)]
 
     # -------------------------------------------------------------------------------------- jobs
     def set_job(self, job: Job | None) -> None:
@@ -392,6 +424,21 @@ class Session:
     def cancel_job(self) -> None:
         if self.job is not None:
             self.job.cancel()
+
+
+def mask_digest(layer) -> bytes:
+    """A fingerprint of a mask layer's content (16 bytes of BLAKE2b over its voxels, shape and type)."""
+    data = np.ascontiguousarray(np.asarray(layer.data))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{data.shape}{data.dtype.str}".encode())
+    h.update(memoryview(data).cast("B"))
+    return h.digest()
+
+
+def _debounced(fn, ms: int = 250):
+    from superqt.utils import qdebounced
+
+    return qdebounced(fn, timeout=ms)
 
 
 def get_session(viewer: napari.Viewer) -> Session:

@@ -17,22 +17,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, PushButton, SpinBox
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QToolButton, QWidget
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
-from ._qt_helpers import DockWidget, layer_choices, note
+from ._qt_helpers import DockWidget, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of, window_index_range
+from .result_display import done_display, fill_display, filling_display, result_name
 
-MODES = {
-    "GEM-3D": ("gem3d", False),
-    "GEM-3D (official compat)": ("gem3d", True),
-    "Baseline (mask only)": ("baseline", False),
+GEM3D = "GEM-3D"
+METHODS = {GEM3D: "gem3d", "Mask only (baseline)": "baseline"}
+INFORMED_IMAGE = "Scan, start slice"
+INFORMED_WIDGET = "Informed slice dock"
+#: view name -> (napari dims order, 2-D camera orientation); world axes are (S, P, L), see layers.py
+VIEWS = {
+    "axial": ((0, 1, 2), ("down", "right")),
+    "coronal": ((1, 0, 2), ("up", "right")),
+    "sagittal": ((2, 0, 1), ("up", "right")),
 }
-INFORMED_IMAGE = "Image slice at the start"
-INFORMED_WIDGET = "Informed-slice widget"
 BOX_NAME = "GEM-3D window"
+BOX_KEY = "gem3d_window_box"  # metadata flag of the box layers (found again by a reopened dock)
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
 REGEN_DEBOUNCE_MS = 500  # the "auto" regeneration: wait this long after the last edit
 
@@ -63,7 +68,7 @@ class WindowBlock:
     block: np.ndarray
 
 
-def sampling_steps(bundle, mask, *, image, informed, position, options, cancel):
+def sampling_steps(bundle, mask, *, image, informed, start, options, cancel):
     """Worker side of a run (Qt-free): prepare the request, drive the one sampler generator, map each
     window into the source geometry and intensity units, and return the finished ``GeneratedVolume``.
 
@@ -74,7 +79,7 @@ def sampling_steps(bundle, mask, *, image, informed, position, options, cancel):
     from ..sampling.propagate import generate
 
     request, grid, reference = prepare_request(
-        bundle.config, mask, image=image, informed=informed, position=position, options=options
+        bundle.config, mask, image=image, informed=informed, start=start, options=options
     )
     yield Prepared(reference)
     result = yield from window_blocks(generate(bundle, request, cancel=cancel), grid, reference)
@@ -127,6 +132,17 @@ class WindowBoxes:
     def attach(self, like_layer, grid) -> None:
         self.like, self.grid = weakref.ref(like_layer), grid
 
+    def adopt(self) -> None:
+        """Reuse the box layers a previous sampling dock of this viewer left (a reopened dock makes none new)."""
+        found = [layer for layer in self.viewer.layers if layer.metadata.get(BOX_KEY)]
+        self.layers = found + [layer for layer in self.layers if layer not in found]
+
+    def raise_to_top(self) -> None:
+        """Keep the boxes above a newly added result layer."""
+        layers = self.viewer.layers
+        for layer in [lyr for lyr in self.layers if lyr in layers]:
+            layers.move(layers.index(layer), len(layers))
+
     def show(self, windows: list[tuple[int, int]]) -> None:
         like = self.like() if self.like is not None else None
         if like is None:
@@ -161,6 +177,7 @@ class WindowBoxes:
             name=BOX_NAME if k == 0 else f"{BOX_NAME} {k + 1}",
             size=0.01,
             opacity=0.0,
+            metadata={BOX_KEY: True},
             **transforms_of(like),
         )
         layer.bounding_box.visible = True
@@ -189,108 +206,122 @@ class LiveRun:
 
 
 class SamplingWidget(DockWidget):
-    """Form + Run / Cancel / Run again; the live output layer is new, the inputs are never modified."""
+    """Form + Run / Cancel / New seed; the live output layer is new, the inputs are never modified.
+
+    The main form speaks a radiologist's words (mask, scan, appearance, start slice, view); the sampler's
+    own settings (steps, solver, eta, slice coherence, seed, device, precision, official compat) sit in a
+    collapsed "Advanced" section.
+    """
 
     def __init__(self, viewer: napari.viewer.Viewer):  # noqa: F821 - string annotation for napari
         super().__init__(viewer, "GEM-3D sampling")
         import napari
 
         self._model_row()
-        self.mask = ComboBox(name="mask", label="mask", choices=layer_choices(viewer, napari.layers.Labels))
+        self.mask = ComboBox(
+            name="mask", label="Mask", choices=layer_choices(viewer, napari.layers.Labels),
+            tooltip="the label map (tissue + lesion labels) the new volume is drawn from; it is never modified",
+        )
         self.image = ComboBox(
-            name="image",
-            label="image",
-            choices=layer_choices(viewer, napari.layers.Image),
-            nullable=True,
-            tooltip="geometry check, intensity units, and the informed slice at the start",
+            name="image", label="Scan", choices=scan_choices(viewer), nullable=True,
+            tooltip="the patient's scan: its appearance (at the start slice), its intensity units and its "
+                    "geometry, which must match the mask's",
         )
         self.informed = ComboBox(
-            name="informed", label="informed slice", choices=[INFORMED_IMAGE, INFORMED_WIDGET]
+            name="informed", label="Appearance", choices=[INFORMED_IMAGE, INFORMED_WIDGET],
+            tooltip="the informed slice that carries the patient's appearance: the scan's own slice at the "
+                    "start, or the slice chosen (or generated) in the Informed slice dock",
         )
-        self.position = FloatSlider(
-            name="position", label="start position p", min=0.0, max=1.0, step=0.01, value=0.5
+        self.mode = ComboBox(
+            name="mode", label="Method", choices=list(METHODS), value=GEM3D,
+            tooltip="GEM-3D: appearance from the informed slice. Mask only: the baseline model, from the mask "
+                    "alone (no informed slice)",
         )
-        self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
-        self.eta = FloatSpinBox(name="eta", label="eta", min=0.0, max=1.0, step=0.1, value=1.0)
-        self.solver = ComboBox(
-            name="solver",
-            label="solver",
-            choices=[("DDIM", "ddim"), ("DPM-Solver++ 2M", "dpmpp2m")],
-            value="ddim",
-            tooltip="DDIM: the official sampler (eta > 0 adds noise at every step). DPM-Solver++ 2M: "
-                    "deterministic (eta is ignored), about as good at 10-12 steps as DDIM at 25-50; "
-                    "not with the official-compat mode",
+        self.start = SpinBox(
+            name="start", label="Start slice", min=0, max=0, value=0,
+            tooltip="the slice generation starts from (with the scan's appearance) and spreads up and down "
+                    "from; counted along the model's slice axis, as the Informed slice dock counts",
         )
-        self.coherence = FloatSpinBox(
-            name="coherence", label="slice coherence", min=0.0, max=0.99, step=0.05, value=0.9,
-            tooltip="correlation of the noise between neighbouring slices (GEM-3D mode): higher gives fewer "
-                    "slice-to-slice stripes; 0 is the paper's independent noise. Not used by the baseline "
-                    "or the official-compat mode",
+        self.view = ComboBox(
+            name="view", label="View", choices=list(VIEWS), value="axial",
+            tooltip="the plane shown: in coronal or sagittal view each window fills as a band",
         )
-        self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
-        self.device = ComboBox(
-            name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
-        )
-        self.precision = ComboBox(
-            name="precision",
-            label="precision",
-            choices=["fp32", "bf16", "fp16"],
-            value="fp32",
-            tooltip="half precision applies on GPUs only",
-        )
-        self.mode = ComboBox(name="mode", label="mode", choices=list(MODES), value="GEM-3D")
         self.follow = CheckBox(
-            name="follow", text="follow the window (moves the slider: costs a redraw per window)", value=False
+            name="follow", text="Follow the window", value=True,
+            tooltip="move to the slices being generated (axial view); off: the view stays where you put it",
         )
         self.force = CheckBox(
             name="force", text="Run anyway if out of domain", value=False,
             tooltip="the domain check compares the scan and mask with the model card (modality, labels, field "
                     "of view); when it refuses, this runs anyway and records the findings in the result",
         )
-        self.form = Container(
-            widgets=[
-                self.mask,
-                self.image,
-                self.informed,
-                self.position,
-                self.steps,
-                self.solver,
-                self.eta,
-                self.coherence,
-                self.seed,
-                self.device,
-                self.precision,
-                self.mode,
-                self.follow,
-                self.force,
-            ]
+        self.steps = SpinBox(name="steps", label="Steps", min=1, max=1000, value=50,
+                             tooltip="denoising steps per window: more is slower and, up to ~50, better")
+        self.solver = ComboBox(
+            name="solver", label="Solver", choices=[("DDIM", "ddim"), ("DPM-Solver++ 2M", "dpmpp2m")],
+            value="ddim",
+            tooltip="DDIM: the official sampler (eta > 0 adds noise at every step). DPM-Solver++ 2M: "
+                    "deterministic (eta is ignored), about as good at 10-12 steps as DDIM at 25-50; "
+                    "not with the official-compat mode",
         )
-        self.track(self.form)
-        self.body.addWidget(self.form.native)
+        self.eta = FloatSpinBox(name="eta", label="Noise (eta)", min=0.0, max=1.0, step=0.1, value=1.0,
+                                tooltip="DDIM's eta: 0 deterministic, 1 the official stochastic sampler")
+        self.coherence = FloatSpinBox(
+            name="coherence", label="Coherence", min=0.0, max=0.99, step=0.05, value=0.9,
+            tooltip="slice coherence: correlation of the noise between neighbouring slices (GEM-3D): higher "
+                    "gives fewer slice-to-slice stripes; 0 is the paper's independent noise. Not used by the "
+                    "baseline or the official-compat mode",
+        )
+        self.seed = SpinBox(name="seed", label="Seed", min=0, max=2**31 - 1, value=0,
+                            tooltip="the random seed: the same seed and settings give the same volume")
+        self.device = ComboBox(
+            name="device", label="Device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
+            tooltip="where the model runs: auto takes a GPU when there is one",
+        )
+        self.precision = ComboBox(
+            name="precision", label="Precision", choices=["fp32", "bf16", "fp16"], value="fp32",
+            tooltip="number format: half precision (bf16, fp16) is faster on GPUs only",
+        )
+        self.compat = CheckBox(
+            name="compat", text="Official compat", value=False,
+            tooltip="reproduce the official GEM-3D code exactly, its known bugs included (GEM-3D method only)",
+        )
+        self.main = Container(widgets=[self.mask, self.image, self.informed, self.mode, self.start, self.view])
+        self.advanced = Container(widgets=[self.steps, self.solver, self.eta, self.coherence, self.seed,
+                                           self.device, self.precision])
+        self.fields = [*self.main, self.follow, self.force, *self.advanced, self.compat]
+        for container in (self.main, self.advanced):
+            self.track(container)
+            narrow(container)
+        self.body.addWidget(self.main.native)
+        self.body.addWidget(self.follow.native)
+        self.body.addWidget(self.force.native)
         self.device_note = note("")
-        self.body.addWidget(self.device_note)
+        self.advanced_section = section("Advanced", self.advanced, self.compat, self.device_note,
+                                        tooltip="the sampler's settings: steps, solver, noise, seed, device")
+        self.body.addWidget(self.advanced_section)
         self._grey_out_devices()
 
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.again_button = PushButton(text="Run again (seed + 1)", enabled=False)
+        self.run_button = PushButton(text="Run", tooltip="generate a new volume from the mask (a new layer)")
+        self.cancel_button = PushButton(text="Cancel", enabled=False,
+                                        tooltip="stop within one denoising step; finished windows are kept")
+        self.again_button = PushButton(text="New seed", enabled=False,
+                                       tooltip="run the last generation again with the next seed")
         self.run_button.clicked.connect(self._run_clicked)
         self.cancel_button.clicked.connect(self.cancel)
         self.again_button.clicked.connect(self._again_clicked)
         buttons = Container(
-            widgets=[self.run_button, self.cancel_button, self.again_button],
-            layout="horizontal",
-            labels=False,
+            widgets=[self.run_button, self.cancel_button, self.again_button], layout="horizontal", labels=False
         )
         self.body.addWidget(buttons.native)
         self.regen_button = PushButton(
-            text="Regenerate changes", enabled=False,
+            text="Update edits", enabled=False,
             tooltip="after a mask edit, refill only the slices whose mask changed (plus 2 each side) in the last "
                     "result, with its seed and settings; the other slices stay exactly as they are",
         )
         self.auto_regen = CheckBox(name="auto_regen", text="auto", value=False,
-                                   tooltip="regenerate the changes half a second after an edit ends; a newer "
-                                           "edit cancels a regeneration it makes stale")
+                                   tooltip="update the edits half a second after an edit ends; a newer "
+                                           "edit cancels an update it makes stale")
         self.regen_button.clicked.connect(lambda *_: self.regenerate_changes())
         regen = Container(widgets=[self.regen_button, self.auto_regen], layout="horizontal", labels=False)
         self.body.addWidget(regen.native)
@@ -308,12 +339,21 @@ class SamplingWidget(DockWidget):
         self.body.addStretch(1)
         self.live: LiveRun | None = None
         self.boxes = WindowBoxes(viewer)
+        self.boxes.adopt()
         self._pending_view = None
         self._refresh_view = qthrottled(self._update_view, timeout=VIEW_REFRESH_MS, leading=True)
         self.session.model_changed.connect(self._show_model)
         self.session.informed_changed.connect(self._informed_chosen)
+        self.session.loading_changed.connect(self._loading)
+        self.mask.changed.connect(self._mask_chosen)
+        self.view.changed.connect(self._view_chosen)
+        self.mode.changed.connect(self._mode_chosen)
         self._show_model(self.session.bundle)
         self.reset_choices()
+        if self.session.informed is not None:  # chosen before this dock opened: it is the user's choice
+            self.informed.value = INFORMED_WIDGET
+        self._mask_chosen()
+        self._mode_chosen()
 
     # ----------------------------------------------------------------------------------- model row
     def _model_row(self) -> None:
@@ -322,19 +362,20 @@ class SamplingWidget(DockWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.model_label = QLabel("Model: (default)")
         self.model_label.setWordWrap(True)
+        self.model_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         load = QToolButton()
-        load.setText("Load model…")
+        load.setText("Model…")
+        load.setToolTip("load another model (a bundle folder or an official GEM-3D checkpoint), or give the "
+                        "GPU memory back")
         load.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(load)
         menu.addAction("Model bundle folder…", self._choose_bundle)
         menu.addAction("Official GEM-3D checkpoint (.ckpt)…", self._choose_checkpoint)
+        menu.addSeparator()
+        menu.addAction("Release GPU memory", self.release_memory)
         load.setMenu(menu)
-        release = QToolButton()
-        release.setText("Release GPU memory")
-        release.clicked.connect(self.release_memory)
         layout.addWidget(self.model_label, 1)
         layout.addWidget(load)
-        layout.addWidget(release)
         self.body.addWidget(row)
 
     def _show_model(self, bundle) -> None:
@@ -357,12 +398,75 @@ class SamplingWidget(DockWidget):
         self.model_label.setText(text)
 
     def _informed_chosen(self, choice) -> None:
-        """A slice chosen in the informed-slice dock: use it, starting at its own relative position."""
+        """A slice chosen in the informed-slice dock: use it, starting at that very slice."""
         if choice is None or self._closed:
             return
         self.informed.value = INFORMED_WIDGET
-        if choice.position is not None:
-            self.position.value = round(float(choice.position), 2)
+        self._start_from_informed()
+
+    def _start_from_informed(self) -> None:
+        choice, grid = self.session.informed, self._grid()
+        if choice is None or grid is None or self.informed.value != INFORMED_WIDGET:
+            return
+        start, exact = choice.start_for(grid.num_slices)
+        self.start.value = start
+        if not exact and choice.index is not None:
+            self.status.setText(f"The informed slice comes from a scan with {choice.num_slices} slices, the mask "
+                                f"has {grid.num_slices}: starting at the same relative height, slice {start}.")
+
+    def _grid(self):
+        """The mask's model grid (None without a mask or a known model configuration)."""
+        from ..volume import model_grid
+
+        layer = self.mask.value
+        config = self.session.bundle.config if self.session.bundle is not None else None
+        if layer is None:
+            return None
+        size, axis = (config.image_size, config.slice_axis) if config is not None else ((64, 64), "S")
+        try:
+            return model_grid(layer_to_volume(layer, copy=False), size, axis)
+        except ValueError:
+            return None
+
+    def _mask_chosen(self, *_) -> None:
+        """Defaults follow the mask: the scan it belongs to, and the start slice's range (middle slice)."""
+        layer = self.mask.value
+        if layer is None or self._closed:
+            return
+        scan = self.image.value
+        if scan is None or not same_geometry(scan, layer):
+            matching = [lyr for _, lyr in scan_choices(self.viewer)() if same_geometry(lyr, layer)]
+            if matching:
+                self.image.value = matching[0]
+        grid = self._grid()
+        if grid is not None:
+            was_default = self.start.max == 0
+            self.start.max = grid.num_slices - 1
+            if was_default:
+                self.start.value = grid.num_slices // 2
+            self.start.label = "Start slice"
+            self.start.tooltip = (f"the slice generation starts from and spreads up and down from: 0 (bottom) to "
+                                  f"{grid.num_slices - 1} (top) along the model's slice axis ({grid.slice_axis}), "
+                                  "as the Informed slice dock counts")
+        self._start_from_informed()
+
+    def _mode_chosen(self, *_) -> None:
+        gem3d = METHODS[self.mode.value] == "gem3d"
+        self.informed.enabled = self.compat.enabled = self.coherence.enabled = gem3d
+
+    def _view_chosen(self, *_) -> None:
+        order, orientation = VIEWS[self.view.value]
+        self.viewer.dims.ndisplay = 2
+        self.viewer.dims.order = order
+        self.viewer.camera.orientation2d = orientation
+        self.viewer.reset_view()
+
+    def _loading(self, loading: bool) -> None:
+        if self._closed:
+            return
+        if loading:
+            self.status.setText("Loading the model (first use; a few seconds)…")
+        self.run_button.enabled = not loading and not (self.session.job is not None and self.session.job.running)
 
     def _choose_bundle(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Choose a GEM-3D model bundle folder")
@@ -427,7 +531,7 @@ class SamplingWidget(DockWidget):
         self.run_again()
 
     def values(self) -> dict[str, Any]:
-        out = {w.name: w.value for w in self.form}
+        out = {w.name: w.value for w in self.fields}
         out["mask"] = getattr(out["mask"], "name", None)
         out["image"] = getattr(out["image"], "name", None)
         return out
@@ -444,28 +548,35 @@ class SamplingWidget(DockWidget):
         return self.run()
 
     def run(self) -> Job | None:
-        """Start a generation (returns the Job, or None when the inputs are not valid)."""
-        from napari.utils.notifications import show_error, show_warning
+        """Start a generation: returns the Job, or None when the inputs are not valid or the model is still
+        loading (the run then starts by itself once it is loaded)."""
+        from napari.utils.notifications import show_warning
 
         if self.session.job is not None and self.session.job.running:
             show_warning("A GEM-3D job is already running in this viewer: cancel it first.")
             return None
         try:
-            return self._start()
+            return self.session.when_model_ready(self._start, status=self.status.setText, on_error=self._not_started)
         except Exception as exc:  # invalid inputs: tell the user what to fix
-            show_error(f"GEM-3D sampling: {exc}")
-            self.status.setText(f"Not started: {exc}")
+            self._not_started(exc)
             return None
 
-    def _start(self) -> Job:
+    def _not_started(self, exc) -> None:
+        from napari.utils.notifications import show_error
+
+        first = str(exc).split("\n")[0]
+        show_error(f"GEM-3D: {first[:160]}{'…' if len(first) > 160 else ''} (details in the Sampling dock)")
+        self.status.setText(f"Not started: {exc}")
+
+    def _start(self, bundle) -> Job:
         from ..sampling import SamplingOptions
         from .session import RunSnapshot
 
         mask_layer, image_layer = self.mask.value, self.image.value
         if mask_layer is None:
             raise ValueError("choose a mask (Labels) layer: open one, or make one in the Mask editor")
-        mode, official = MODES[self.mode.value]
-        bundle = self.session.require_bundle()
+        mode = METHODS[self.mode.value]
+        official = mode == "gem3d" and bool(self.compat.value)
         mask_volume = layer_to_volume(mask_layer)  # snapshots: the user may keep painting
         image_volume = layer_to_volume(image_layer) if image_layer is not None else None
         informed = None
@@ -473,14 +584,14 @@ class SamplingWidget(DockWidget):
             if self.informed.value == INFORMED_WIDGET:
                 if self.session.informed is None:
                     raise ValueError(
-                        "no informed slice chosen yet: use the Informed slice widget, or pick "
-                        f"'{INFORMED_IMAGE}' with an image"
+                        "no informed slice chosen yet: choose one in the Informed slice dock, or set "
+                        f"Appearance to '{INFORMED_IMAGE}' with a scan"
                     )
                 informed = self.session.informed.informed
             elif image_volume is None:
                 raise ValueError(
-                    "GEM-3D needs an informed slice: choose an image layer, use the Informed slice "
-                    "widget, or switch the mode to Baseline"
+                    "GEM-3D takes the appearance from a scan: choose the Scan, use the Informed slice "
+                    "dock, or set Method to 'Mask only (baseline)'"
                 )
         options = SamplingOptions(
             steps=int(self.steps.value),
@@ -497,7 +608,6 @@ class SamplingWidget(DockWidget):
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain
         from ..sampling.device import effective_precision, resolve_device
-        from ..sampling.informed import relative_index
 
         effective_precision(options.precision, resolve_device(options.device))  # bf16 on a CPU: refused now
         from ..volume import model_grid
@@ -515,8 +625,9 @@ class SamplingWidget(DockWidget):
                                 what=f"mask {mask_layer.name!r}" + (f" and image {image_layer.name!r}" if image_layer
                                                                    else ""))
         grid = model_grid(mask_volume, bundle.config.image_size, bundle.config.slice_axis)
-        position = float(self.position.value)
-        start = relative_index(position, grid.num_slices)
+        start = int(self.start.value)
+        if not 0 <= start < grid.num_slices:
+            raise ValueError(f"the start slice {start} is outside 0..{grid.num_slices - 1} for this mask")
         start_known = mode == "gem3d" and (informed.is_true_slice if informed is not None else True)
         plan = plan_for(bundle.config, grid.num_slices, start, start_known, options)
         layer = self._output_layer(mask_layer, image_layer, options, plan, grid)
@@ -533,7 +644,7 @@ class SamplingWidget(DockWidget):
             mask_volume,
             image=image_volume,
             informed=informed,
-            position=position,
+            start=start,
             options=options,
             cancel=token,
         )
@@ -552,9 +663,10 @@ class SamplingWidget(DockWidget):
         return job.start()
 
     def _output_layer(self, mask_layer, image_layer, options, plan, grid):
-        # the intensity window is known once the worker has fitted it (Prepared); until then [-1, 1]
-        lo, hi = -1.0, 1.0
-        data = np.full(mask_layer.data.shape, lo, dtype=np.float32)
+        # the intensity window is known once the worker has fitted it (Prepared); until then [-1, 1].
+        # Unfilled voxels are drawn transparent: the scan shows beneath until each window arrives.
+        floor, display = filling_display(-1.0, 1.0)
+        data = np.full(mask_layer.data.shape, floor, dtype=np.float32)
         geometry_source = image_layer if image_layer is not None else mask_layer
         metadata = {
             RESULT_KEY: {
@@ -577,12 +689,13 @@ class SamplingWidget(DockWidget):
         active = self.viewer.layers.selection.active
         layer = self.viewer.add_image(
             data,
-            name=f"GEM-3D {options.mode} seed {options.seed}",
-            contrast_limits=(lo, hi),
-            colormap="gray",
+            name=result_name(options.mode, options.seed),
             metadata=metadata,
+            blending="translucent",
+            **display,
             **transforms_of(mask_layer),
         )
+        self.boxes.raise_to_top()
         self.viewer.layers.selection.active = active
         return layer
 
@@ -608,8 +721,7 @@ class SamplingWidget(DockWidget):
             return
         live.reference = reference
         if reference is not None:
-            live.layer.data[...] = reference.lo  # in place; unfinished slices show as the window floor
-            live.layer.contrast_limits = (reference.lo, reference.hi)
+            live.layer.data[...] = fill_display(live.layer, reference.lo, reference.hi)  # in place; see-through
         self.status.setText(f"Generating {len(live.plan)} windows…")
 
     def _on_window(self, message: WindowBlock) -> None:
@@ -655,6 +767,8 @@ class SamplingWidget(DockWidget):
             return
         self._pending_view = None
         live.layer.data[...] = generated.volume.array  # equals the live blocks; in place
+        lo, hi = (live.reference.lo, live.reference.hi) if live.reference is not None else (-1.0, 1.0)
+        done_display(live.layer, lo, hi)
         live.layer.refresh()
         info = live.layer.metadata[RESULT_KEY]
         widget = {"name": "GEM-3D sampling dock", "settings": info.get("settings")}
@@ -676,8 +790,8 @@ class SamplingWidget(DockWidget):
         try:
             return self._start_regeneration()
         except Exception as exc:  # nothing changed, no result, another model: say what to do
-            show_error(f"GEM-3D regenerate: {exc}")
-            self.status.setText(f"Not regenerated: {exc}")
+            show_error(f"GEM-3D update edits: {exc}")
+            self.status.setText(f"Not updated: {exc}")
             return None
 
     def _start_regeneration(self) -> Job:
@@ -687,12 +801,14 @@ class SamplingWidget(DockWidget):
 
         live = self.live
         if live is None or live.layer not in self.viewer.layers:
-            raise ValueError("run a generation first: Regenerate changes refills the last result")
+            raise ValueError("run a generation first: Update edits refills the last result")
         info = live.layer.metadata[RESULT_KEY]
         prov = info.get("provenance") or {}
         if info.get("status") != "complete" or "mask_slices_sha256" not in prov:
             raise ValueError("the last result is not complete (cancelled or still running): press Run")
-        bundle = self.session.require_bundle()
+        bundle = self.session.bundle
+        if bundle is None:
+            raise ValueError("no model is loaded: press Run first")
         edited = layer_to_volume(live.mask_layer)
         plan = plan_regeneration(prov["mask_slices_sha256"], to_model(edited, live.grid, "labels"), DEFAULT_MARGIN)
         if plan.full:

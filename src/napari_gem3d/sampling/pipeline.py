@@ -44,8 +44,13 @@ def prepare_request(
     informed: InformedSlice | None = None,
     position: float = 0.5,
     options: SamplingOptions | None = None,
+    start: int | None = None,
 ) -> tuple[SamplingRequest, ModelGrid, FittedNorm | None]:
-    """Snapshot everything a generation needs (GUI thread); nothing here touches the networks."""
+    """Snapshot everything a generation needs (GUI thread); nothing here touches the networks.
+
+    The start slice is ``start`` (an index along the model's slice axis, used exactly) when given, else the
+    slice at relative ``position``.
+    """
     options = options or SamplingOptions()
     if image is not None and (image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)):
         raise ValueError(
@@ -55,7 +60,11 @@ def prepare_request(
     if image is not None:
         require_finite(image.array, "the image")
     model_mask, grid = mask_to_model(mask, config)
-    start = relative_index(position, grid.num_slices)
+    if start is None:
+        start = relative_index(position, grid.num_slices)
+    elif not 0 <= int(start) < grid.num_slices:
+        raise ValueError(f"start slice {start} is outside 0..{grid.num_slices - 1} along the model's slice axis")
+    start = int(start)
     reference = None
     if options.mode == "gem3d" and informed is None:
         if image is None:
