@@ -9,7 +9,7 @@ from typing import Any
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QDockWidget, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
-NARROW = 8  # characters a combo box asks room for: long layer names elide instead of widening the dock
+NARROW = 4  # characters a combo box asks room for: long layer names elide instead of widening the dock
 
 
 class DockWidget(QWidget):
@@ -182,11 +182,17 @@ def tab_with_other_docks(widget) -> None:
 
 
 def narrow(container) -> None:
-    """Let a magicgui container's combo boxes, line edits and sliders shrink with the dock: long
-    choices elide instead of widening the dock past the screen."""
+    """Let a magicgui container's combo boxes, line edits and sliders shrink with the dock (long choices
+    elide instead of widening the dock past the screen), and give each control inside a magicgui widget
+    (a slider's read-out, say) that widget's tooltip."""
     from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QSlider
 
     root = getattr(container, "native", container)
+    for widget in getattr(container, "__iter__", lambda: iter(()))():
+        tip = getattr(widget, "tooltip", None)
+        for child in widget.native.findChildren(QWidget) if tip else ():
+            if not child.toolTip():
+                child.setToolTip(tip)
     for combo in root.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(NARROW)

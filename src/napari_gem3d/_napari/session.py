@@ -351,22 +351,34 @@ class Session:
             if target is not None:
                 self.bump_mask(target)
 
-        def recheck(event=None):  # undo/redo only refresh the layer: compare its content (debounced)
+        def recheck(event=None):  # undo/redo only refresh the layer
             target = ref()
             if target is not None and any(m() is target for _, m, _ in self._results):
-                self._recheck.setdefault(id(target), _debounced(lambda: self._restale(ref())))()
+                self._recheck_later(target)
 
         layer.events.paint.connect(bump)
         layer.events.data.connect(bump)
         layer.events.set_data.connect(recheck)
 
     def bump_mask(self, layer) -> int:
+        """An edit of ``layer``: its results are stale now; a content check follows once the edits pause
+        (napari announces a paint before it writes the voxels, and a paint may change nothing)."""
         layer = real_layer(layer)
         version = self._versions.get(layer, 0) + 1
         self._versions[layer] = version
-        self._restale(layer)
+        for result, mask, _ in self._results:
+            if mask() is layer and result() is not None:
+                self._set_stale(result(), True)
+        self._recheck_later(layer)
         self.mask_edited.emit(layer, version)
         return version
+
+    def _recheck_later(self, layer) -> None:
+        ref = weakref.ref(layer)
+        key = id(layer)
+        if key not in self._recheck:
+            self._recheck[key] = _debounced(lambda: self._restale(ref()))
+        self._recheck[key]()
 
     def add_result(self, result_layer, mask_layer) -> None:
         """Remember which mask (and which content of it) a result layer was made from."""
