@@ -327,3 +327,84 @@ def test_stripe_index_is_one_for_the_real_volume_and_rises_with_slice_stripes():
     assert stripe_index(Volume(striped, affine), vol) > 1.5
     blurred_across = gaussian_filter(real, (0, 0, 2.0))  # smoother along S than in plane
     assert stripe_index(Volume(blurred_across, affine), vol) < 0.9
+
+
+# ------------------------------------------------------------------------------ reading of a profile
+SEAMS = [8, 16, 24, 32]  # window boundaries b: the pair of slices (b-1, b) along S
+
+
+def _along_s(array):
+    return Volume(array, np.diag([1.0, 1.0, 2.0, 1.0]))  # stored axis 2 is S: the slice axis
+
+
+def _stepped(x, starts, step):
+    """``x`` with an intensity step starting at each slice of ``starts`` (a jump between b-1 and b)."""
+    out = x.copy()
+    for k, b in enumerate(starts):
+        out[:, :, b:] += step * (-1) ** k  # alternate up and down: the volume stays in range
+    return out
+
+
+def test_reading_finds_seams_at_the_window_boundaries():
+    from napari_gem3d.metrics.consistency import SEAM_EXCESS, consistency, read_profile
+
+    real = smooth((24, 24, 40), seed=3)
+    seamy = _along_s(_stepped(real, SEAMS, 0.5 * real.std()))
+    c = consistency(_along_s(real), seamy, boundaries=SEAMS)
+    alone = read_profile(c.generated_profile, SEAMS)
+    assert alone.seams and alone.at_boundary and alone.seam_ratio > 1 + SEAM_EXCESS
+    assert alone.largest + 1 in SEAMS
+    assert "seams at window boundaries" in alone.text.lower() and "at a window boundary" in alone.text.lower()
+    against = c.reading()
+    assert against.seams and against.seam_ratio > (1 + SEAM_EXCESS) * against.reference_seam_ratio
+    assert f"{against.reference_seam_ratio:.1f}×" in against.text.lower()
+
+
+def test_reading_places_a_jump_inside_a_window():
+    from napari_gem3d.metrics.consistency import read_profile
+
+    real = smooth((24, 24, 40), seed=4)
+    jumpy = _stepped(real, [20], real.std())  # slice 20 is inside the window 16..23
+    profile = _profile(jumpy)
+    reading = read_profile(profile, SEAMS)
+    assert reading.jump and not reading.at_boundary and not reading.seams
+    assert reading.largest == 19
+    assert "no seam at window boundaries" in reading.text.lower()
+    assert "slices 19–20" in reading.text.lower() and "inside a window (not at a boundary)" in reading.text.lower()
+
+
+def _profile(array):
+    from napari_gem3d.metrics.consistency import adjacent_difference_profile, oriented
+    from napari_gem3d.metrics.similarity import DEFAULT_NORM
+
+    slices = oriented(_along_s(array))
+    return adjacent_difference_profile(slices, DEFAULT_NORM.fit(slices))
+
+
+def test_reading_of_a_smooth_volume_has_no_seam_and_no_jump():
+    from napari_gem3d.metrics.consistency import read_profile
+
+    reading = read_profile(_profile(smooth((24, 24, 40), seed=5)), SEAMS)
+    assert not reading.seams and not reading.jump
+    assert "no seam at window boundaries" in reading.text.lower() and "no isolated jump" in reading.text.lower()
+    assert "source" not in reading.text.lower()  # nothing to compare with
+
+
+def test_reading_with_a_reference_reports_the_change_against_the_source():
+    from napari_gem3d.metrics.consistency import SAME_CHANGE, consistency
+
+    rng = np.random.default_rng(6)
+    real = smooth((24, 24, 40), seed=6)
+    flicker = real + 0.4 * real.std() * rng.normal(size=(1, 1, 40)).astype(np.float32)  # one offset a slice
+    c = consistency(_along_s(real), _along_s(flicker), boundaries=SEAMS)
+    reading = c.reading()
+    assert reading.change_ratio == pytest.approx(c.ratio) and c.ratio > 1 + SAME_CHANGE
+    assert f"slice-to-slice change {c.ratio:.1f}× the source's (flicker)" in reading.text.lower()
+    same = consistency(_along_s(real), _along_s(real), boundaries=SEAMS).reading()
+    assert "1.0× the source's;" in same.text.lower() and not same.seams
+    # anatomy that changes at a boundary in the source too is not a seam of the generation
+    both = _stepped(real, [16], real.std())
+    anatomy = consistency(_along_s(both), _along_s(both + 0.01), boundaries=SEAMS).reading()
+    assert anatomy.seam_ratio > 1.2 and not anatomy.seams and anatomy.reference_jumps_there
+    text = anatomy.text.lower()
+    assert "no seam at window boundaries" in text and "where the source jumps too" in text

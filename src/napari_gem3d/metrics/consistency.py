@@ -13,7 +13,13 @@ Seams
     A window boundary ``b`` (the first slice a window emits after slices another window emitted) is the
     pair (b-1, b), i.e. ``d[b-1]``. ``seam ratio = mean d at boundaries / mean d elsewhere``; about 1 means
     no visible seams. The real volume's ratio at the same indices is the reference (anatomy alone).
-    :func:`window_seams` gives the boundaries of the sampler's plan from a generated volume's provenance.
+    :func:`window_seams` gives the boundaries of the sampler's plan from a generated volume's provenance,
+    :func:`plan_edges` from the window list a result layer carries.
+
+Reading
+    :func:`read_profile` puts a profile into one line of words: its change against a reference's, whether
+    seams show at the window boundaries, and where the largest jump is (thresholds ``SEAM_EXCESS``,
+    ``JUMP_FACTOR``, ``SAME_CHANGE``).
 """
 
 from __future__ import annotations
@@ -47,14 +53,19 @@ def adjacent_difference_profile(slices: np.ndarray, window: FittedNorm) -> np.nd
     return np.abs(np.diff(x, axis=0)).mean(axis=(1, 2)).astype(np.float64)
 
 
+def _boundary_mask(n: int, boundaries: Sequence[int]) -> np.ndarray:
+    """Profile entries ``d[b-1]`` (slices b-1 and b) of the window boundaries ``b`` inside a profile of length n."""
+    mask = np.zeros(n, dtype=bool)
+    mask[[int(b) - 1 for b in boundaries if 0 < int(b) <= n]] = True
+    return mask
+
+
 def seam_ratio(profile: np.ndarray, boundaries: Sequence[int]) -> float:
     """Mean difference across the given window boundaries over the mean elsewhere (nan without both)."""
     profile = np.asarray(profile, dtype=np.float64)
-    idx = sorted({int(b) - 1 for b in boundaries if 0 < int(b) <= len(profile)})
-    if not idx or len(idx) == len(profile):
+    seam = _boundary_mask(len(profile), boundaries)
+    if not seam.any() or seam.all():
         return float("nan")
-    seam = np.zeros(len(profile), dtype=bool)
-    seam[idx] = True
     inner = profile[~seam].mean()
     return float(profile[seam].mean() / inner) if inner > 0 else float("nan")
 
@@ -79,6 +90,12 @@ def window_seams(num_slices: int, provenance: Mapping[str, Any]) -> list[int]:
         z0, z1 = w.emit_range
         edges.update(z for z in (z0, z1) if 0 < z < num_slices)
     return sorted(edges)
+
+
+def plan_edges(plan: Sequence[Mapping[str, Any]], num_slices: int) -> list[int]:
+    """Window edges (every ``start`` and ``stop`` of a list of ``{"start", "stop"}`` windows) inside the volume."""
+    edges = {int(w[key]) for w in plan for key in ("start", "stop")}
+    return sorted(b for b in edges if 0 < b < num_slices)
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,10 @@ class Consistency:
     @property
     def seam_ratio_real(self) -> float:
         return seam_ratio(self.real_profile, self.boundaries)
+
+    def reading(self) -> ProfileReading:
+        """The generated profile read against the real one (:func:`read_profile`)."""
+        return read_profile(self.generated_profile, self.boundaries, self.real_profile)
 
 
 def consistency(
@@ -159,3 +180,96 @@ def generated_consistency(generated: Volume, *, slice_axis: str = "S", norm: Int
     profile = adjacent_difference_profile(g, norm.fit(np.asarray(g, dtype=np.float32)))
     seams = window_seams(g.shape[0], prov)
     return profile, seam_ratio(profile, seams), seams
+
+
+# -------------------------------------------------------------------------------------------- reading
+SEAM_EXCESS = 0.2
+"""A seam *shows* when the mean difference at window boundaries exceeds the mean within windows by more than
+20 % (seam ratio > 1.2) and, with a reference, also exceeds the reference's own seam ratio at the same
+indices (the anatomy's share) by more than 20 %."""
+JUMP_FACTOR = 2.0
+"""A *jump*: a difference between neighbouring slices above twice the profile's median difference."""
+SAME_CHANGE = 0.2
+"""Slice-to-slice change *as the reference's* when mean profile / mean reference profile is within 1 ± 0.2;
+above: flicker, below: smoother than the reference."""
+
+
+@dataclass(frozen=True)
+class ProfileReading:
+    """What an adjacent-slice profile ``d`` shows (``d[k]``: slices k and k+1); ``text`` says it in words."""
+
+    largest: int  # k of the largest difference
+    largest_factor: float  # d[largest] / median(d)
+    at_boundary: bool  # the largest difference is at a window boundary
+    seam_ratio: float  # mean d at window boundaries / mean d within windows; nan without boundaries
+    reference_seam_ratio: float = float("nan")  # the reference's ratio at the same indices
+    change_ratio: float = float("nan")  # mean d / mean reference d
+    reference_jumps_there: bool = False  # the reference also has a jump at ``largest``
+
+    @property
+    def jump(self) -> bool:
+        return self.largest_factor > JUMP_FACTOR
+
+    @property
+    def seams(self) -> bool:
+        excess = 1.0 + SEAM_EXCESS
+        return self.seam_ratio > excess and not self.reference_seam_ratio * excess >= self.seam_ratio
+
+    @property
+    def text(self) -> str:
+        parts = []
+        r = self.change_ratio
+        if np.isfinite(r):
+            how = "" if abs(r - 1.0) <= SAME_CHANGE else " (flicker)" if r > 1.0 else " (smoother)"
+            parts.append(f"slice-to-slice change {r:.1f}× the source's{how}")
+        if np.isfinite(self.seam_ratio):
+            ref = f"; source {self.reference_seam_ratio:.1f}×" if np.isfinite(self.reference_seam_ratio) else ""
+            verdict = "seams at window boundaries" if self.seams else "no seam at window boundaries"
+            parts.append(f"{verdict} ({self.seam_ratio:.1f}× the within-window change{ref})")
+        else:
+            parts.append("no window boundaries to check for seams")
+        where = f"slices {self.largest}–{self.largest + 1}"
+        if self.jump:
+            place = ""
+            if np.isfinite(self.seam_ratio):
+                place = ", at a window boundary" if self.at_boundary else ", inside a window (not at a boundary)"
+            also = ", where the source jumps too" if self.reference_jumps_there else ""
+            parts.append(f"largest jump at {where} ({self.largest_factor:.1f}× median){place}{also}")
+        else:
+            parts.append(f"no isolated jump (largest change at {where}, {self.largest_factor:.1f}× median)")
+        line = "; ".join(parts)
+        return line[0].upper() + line[1:] + "."
+
+
+def _largest(d: np.ndarray) -> tuple[int, float]:
+    k = int(np.argmax(d))
+    median = float(np.median(d))
+    return k, float(d[k] / median) if median > 0 else (float("inf") if d[k] > 0 else 1.0)
+
+
+def read_profile(
+    profile: np.ndarray, boundaries: Sequence[int] = (), reference: np.ndarray | None = None
+) -> ProfileReading:
+    """Read an adjacent-slice profile: seams at the window ``boundaries`` (b: slices b-1 and b, as in
+    :func:`seam_ratio`), its largest jump, and with a ``reference`` profile (the source's, same slices) its
+    change against the reference's. Thresholds: ``SEAM_EXCESS``, ``JUMP_FACTOR``, ``SAME_CHANGE``."""
+    d = np.asarray(profile, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"need a 1-D profile of at least one difference, got shape {d.shape}")
+    k, factor = _largest(d)
+    at_boundary = bool(_boundary_mask(len(d), boundaries)[k])
+    if reference is None:
+        return ProfileReading(k, factor, at_boundary, seam_ratio(d, boundaries))
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.shape != d.shape:
+        raise ValueError(f"profile {d.shape} and reference {ref.shape} differ in length")
+    ref_median = float(np.median(ref))
+    return ProfileReading(
+        k,
+        factor,
+        at_boundary,
+        seam_ratio(d, boundaries),
+        seam_ratio(ref, boundaries),
+        float(d.mean() / ref.mean()) if ref.mean() > 0 else float("nan"),
+        bool(ref_median > 0 and ref[k] > JUMP_FACTOR * ref_median),
+    )
