@@ -133,12 +133,12 @@ def scan_choices(viewer):
     """magicgui ``choices``: the 3-D image layers that are scans (GEM-3D results are not offered)."""
     import napari
 
-    from .layers import RESULT_KEY
+    from .layers import is_generated
 
     every = layer_choices(viewer, napari.layers.Image)
 
     def choices(widget=None):
-        return [(name, layer) for name, layer in every(widget) if RESULT_KEY not in layer.metadata]
+        return [(name, layer) for name, layer in every(widget) if not is_generated(layer)]
 
     return choices
 

@@ -130,6 +130,13 @@ def transforms_of(layer: Layer) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- volume <-> layer
+def is_generated(layer) -> bool:
+    """A GEM-3D result (made by a dock, or a generated file read back), not a scan: its provenance names a
+    model. (Files prepared by GEM-3D tools carry provenance too, without a model.)"""
+    info = layer.metadata.get(RESULT_KEY) or {}
+    return "plan" in info or "model" in (info.get("provenance") or {})
+
+
 def is_labels_volume(volume: Volume, path: str = "", max_labels: int = 64) -> bool:
     """Integer volumes with few values (or integral float volumes with few values and a mask-like
     file name) are label maps."""
