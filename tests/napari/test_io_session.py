@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from napari_gem3d._napari import sample_data
-from napari_gem3d._napari.layers import RAS_TO_WORLD, SOURCE_KEY, layer_affine
+from napari_gem3d._napari.label_names import demo_scheme, names_of
+from napari_gem3d._napari.layers import RAS_TO_WORLD, SOURCE_KEY, layer_affine, volume_to_layer
 from napari_gem3d._napari.reader import napari_get_reader
 from napari_gem3d._napari.session import get_session
 from napari_gem3d.io import read_volume, write_volume
@@ -38,6 +39,13 @@ def test_reader_places_layers_in_scanner_space_and_writer_round_trips(make_napar
     nrrd_layer = viewer.open(str(tmp_path / "t1.nrrd"), plugin="napari-gem3d")[0]
     assert img_layer._type_string == "image" and mask_layer._type_string == "labels"
     assert mask_layer.data.dtype == np.uint8
+    # the label map's values are named (status bar) and its data is exactly the file's
+    names = demo_scheme().names
+    assert set(np.unique(mask.array)) <= set(names) and names_of(mask_layer) == names
+    expected, _ = volume_to_layer(read_volume(tmp_path / "t1_mask.nii.gz"), "labels")
+    assert mask_layer.data.tobytes() == expected.tobytes() and mask_layer.data.dtype == expected.dtype
+    core = np.argwhere(mask_layer.data == 6)[0]
+    assert names[6] in mask_layer.get_status(mask_layer.data_to_world(core), world=True)["value"]
     assert img_layer.metadata[SOURCE_KEY]["facts"]["zooms"] == pytest.approx((1.3, 2.2, 0.9))
     # every stored voxel lands where the file's affine says (in the plugin's S, P, L world frame)
     stored = _corners(image.shape)
@@ -89,16 +97,26 @@ def test_a_layer_made_in_napari_writes_with_its_geometry(make_napari_viewer, tmp
 def test_sample_data_is_offline_and_explains_when_missing(tmp_path, monkeypatch, case):
     import napari_gem3d
 
+    real_config = napari_gem3d.demo_model_path() / "config.json"
     monkeypatch.setattr(napari_gem3d, "_DATA", tmp_path)
     with pytest.raises(FileNotFoundError, match="demo case is not installed"):
         sample_data.demo_case()
     image, mask = case
+    (tmp_path / "demo_model").mkdir()
+    (tmp_path / "demo_model" / "config.json").write_bytes(real_config.read_bytes())
     (tmp_path / "demo_case").mkdir()
     write_volume(image, tmp_path / "demo_case" / "image.nii.gz")
     write_volume(mask, tmp_path / "demo_case" / "mask.nii.gz")
     layers = sample_data.demo_case()
     assert [kind for _, _, kind in layers] == ["image", "labels"]
     assert layers[1][0].dtype == np.uint8
+    # the demo mask comes named by the demo model's labels, its data as in the file
+    features = layers[1][1]["features"]
+    names = json.loads(real_config.read_text())["labels"]["names"]
+    assert dict(zip(features["index"], features["name"], strict=True)) == {int(k): v for k, v in names.items()}
+    assert "features" not in layers[0][1]
+    expected, _ = volume_to_layer(mask, "labels")
+    assert layers[1][0].tobytes() == expected.tobytes()
 
 
 def test_session_loads_bundles_and_official_checkpoints(
@@ -142,8 +160,10 @@ def test_no_model_is_a_clear_error(make_napari_viewer, monkeypatch):
 
     monkeypatch.setattr(session_module, "default_model_path", lambda: None)
     viewer = make_napari_viewer()
+    called = []
     with pytest.raises(ValueError, match="Load model"):
-        get_session(viewer).require_bundle()
+        get_session(viewer).when_model_ready(called.append)
+    assert not called
 
 
 def test_unavailable_devices_are_greyed_out(make_napari_viewer, monkeypatch):

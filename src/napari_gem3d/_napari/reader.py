@@ -39,10 +39,13 @@ def _layer_name(path: Path) -> str:
 def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
     """One layer per file: Labels for integer volumes with few values, Image otherwise.
 
-    Data are shown in the plugin's world frame (see ``layers.py``); placement comes from the header and
-    the header facts, stored affine and orientation go into ``layer.metadata["gem3d_source"]``.
+    A Labels layer's values are named (features ``index``/``name``, shown in the status bar) with the label
+    scheme of the model loaded in the current viewer, else of the bundled demo model; its data is as read.
+    Data are shown in the plugin's world frame (see ``layers.py``); placement comes from the header and the
+    header facts, stored affine and orientation go into ``layer.metadata["gem3d_source"]``.
     """
     from ..io import read_volume
+    from .label_names import label_features, present_values, viewer_scheme
     from .layers import is_labels_volume, volume_to_layer
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
@@ -52,5 +55,7 @@ def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
         volume = read_volume(p)
         kind = "labels" if is_labels_volume(volume, p.name) else "image"
         data, kwargs = volume_to_layer(volume, kind, name=_layer_name(p))
+        if kind == "labels":
+            kwargs["features"] = label_features(viewer_scheme(), present_values(data))
         out.append((data, kwargs, kind))
     return out

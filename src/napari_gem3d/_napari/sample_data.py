@@ -6,9 +6,11 @@ from typing import Any
 
 
 def demo_case() -> list[tuple[Any, dict[str, Any], str]]:
-    """The demo image and mask as layer tuples; a clear error if the package ships without them."""
+    """The demo image and mask (its labels named by the demo model's scheme) as layer tuples; a clear error
+    if the package ships without them."""
     from .. import _DATA
     from .. import demo_case as load_demo_case
+    from .label_names import demo_scheme, label_features, present_values
     from .layers import volume_to_layer
 
     folder = _DATA / "demo_case"
@@ -22,4 +24,5 @@ def demo_case() -> list[tuple[Any, dict[str, Any], str]]:
     image, mask = load_demo_case()
     image_data, image_kwargs = volume_to_layer(image, "image", name="demo image")
     mask_data, mask_kwargs = volume_to_layer(mask, "labels", name="demo mask")
+    mask_kwargs["features"] = label_features(demo_scheme(), present_values(mask_data))  # names in the status bar
     return [(image_data, image_kwargs, "image"), (mask_data, mask_kwargs, "labels")]
