@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     from napari_gem3d._napari.widget_informed import InformedSliceWidget
     from napari_gem3d._napari.widget_inspector import InspectorWidget
     from napari_gem3d._napari.widget_mask_editor import MaskEditorWidget
-    from napari_gem3d._napari.widget_sampling import SamplingWidget
+    from napari_gem3d._napari.widget_sampling import INFORMED_IMAGE, SamplingWidget
     from napari_gem3d.models import load_bundle
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
@@ -158,16 +158,15 @@ def main(argv=None) -> int:
     mask_layer.undo()
     viewer.window.remove_dock_widget(d)
 
-    # 2. informed slice: picked from the image at p = 0.5
+    # 2. informed slice: picked from the image at the tumour's slice (a thumbnail in the dock)
     informed = InformedSliceWidget(viewer)
     d = dock(informed, "Informed slice")
     informed.image.value = image_layer
-    informed.position.value = 0.5
-    informed.choose()
-    settle(app)
+    informed.where.value = "Current slice"
+    job = informed.choose()
+    wait(app, lambda: job.finished)
     viewer.reset_view()
     save(viewer, args.out / "informed_slice.png", app)
-    viewer.layers.remove("informed slice (preview)")
     viewer.window.remove_dock_widget(d)
     viewer.reset_view()
 
@@ -175,29 +174,24 @@ def main(argv=None) -> int:
     sampling = SamplingWidget(viewer)
     d = dock(sampling, "Sampling")
     sampling.mask.value, sampling.image.value = mask_layer, image_layer
-    sampling.informed.value = "Image slice at the start"
-    sampling.steps.value, sampling.device.value, sampling.follow.value = args.steps, "cpu", False
+    sampling.informed.value = INFORMED_IMAGE
+    sampling.steps.value, sampling.device.value = args.steps, "cpu"
+    sampling.view.value = "coronal"  # the filled band, the running window and the scan beneath are visible
     mask_layer.visible = False
     shots = {}
     original = sampling._on_window
 
     def live_window(update):
         original(update)
-        if "live" not in shots:
-            image_layer.visible = False
+        if len(sampling.live.layer.metadata["gem3d"]["windows_done"]) == 2 and "live" not in shots:
             sampling._update_view()
-            viewer.dims.order = (1, 0, 2)  # coronal: the filled slab and the running window are visible
-            viewer.scene.camera.orientation2d = ("up", "right")
-            viewer.reset_view()
             save(viewer, args.out / "sampling_live.png", app)
             shots["live"] = True
 
     sampling._on_window = live_window
     job = sampling.run()
     wait(app, lambda: job.finished)
-    viewer.dims.order = (0, 1, 2)
-    viewer.scene.camera.orientation2d = ("down", "right")
-    image_layer.visible = True
+    sampling.view.value = "axial"
     result = sampling.live.layer
     viewer.canvas.grid.enabled = True
     for layer in viewer.layers:
