@@ -122,8 +122,8 @@ def names_of(layer) -> dict[int, str]:
 
 
 def colour_of(layer, value: int) -> str:
-    """The layer's display colour of ``value`` as '#rrggbb' (transparent background shows as white)."""
+    """The layer's display colour of ``value`` as a Qt style sheet colour: "#rrggbb", or "transparent"."""
     rgba = np.asarray(layer.colormap.map(np.asarray([value], dtype=layer.data.dtype)), float).reshape(-1)
     if rgba.size < 4 or rgba[3] == 0:
-        return "#ffffff"
+        return "transparent"
     return "#" + "".join(f"{int(round(c * 255)):02x}" for c in rgba[:3])
