@@ -13,6 +13,8 @@ from napari_gem3d.sampling.informed import pick_informed
 from napari_gem3d.sampling.pipeline import run_to_end
 from napari_gem3d.sampling.variants import (
     StudyCase,
+    StudyUpdate,
+    TimeLeft,
     adjacent_differences,
     count_windows,
     counterfactuals,
@@ -20,6 +22,7 @@ from napari_gem3d.sampling.variants import (
     difference_map,
     export_results,
     find_cases,
+    progress_text,
 )
 from napari_gem3d.volume import Volume
 from sampler_helpers import tiny_bundle
@@ -143,6 +146,9 @@ def test_export_writes_geometry_and_provenance_atomically(bundle, tmp_path):
     assert back.header["provenance"]["study"]["name"] == "own view"
     index = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert index["results"][0]["difference"] == "00_own_view_diff.nii.gz"
+    diff = read_volume(tmp_path / "out" / "00_own_view_diff.nii.gz")  # a model's product, not a scan:
+    assert diff.header["provenance"]["model"] == results[0].provenance["model"]
+    assert diff.header["provenance"]["difference"]["generated"]["name"] == "own view"
     assert index["results"][0]["provenance"]["mask_sha256"] == results[0].provenance["mask_sha256"]
     assert not list((tmp_path / "out").glob(".*tmp*"))
     with pytest.raises(FileExistsError, match="exists"):
@@ -169,3 +175,18 @@ def test_find_cases_layouts(tmp_path):
     assert [(c.name, c.image is not None) for c in find_cases(tmp_path / "flat")] == [("y", False)]
     with pytest.raises(FileNotFoundError, match="no cases found"):
         find_cases(tmp_path / "msd" / "imagesTr")
+
+
+def test_time_left_from_the_mean_window_time_after_the_first_variant():
+    ticks = iter([10.0, 12.0, 14.0, 16.0, 18.0, 26.0])  # 2 s per window, then one slow window
+    estimate = TimeLeft(clock=lambda: next(ticks))
+    updates = [StudyUpdate(case=d // 2, cases=3, name="v", window=None, done=d + 1, total=6) for d in range(6)]
+    left = [estimate(u) for u in updates]
+    assert left[:2] == [None, None]  # no estimate while the first variant runs
+    assert left[2] == pytest.approx(3 * 2.0)  # 3 windows left at 2 s each (the first window starts the clock)
+    assert left[3] == pytest.approx(2 * 2.0) and left[3] < left[2]
+    assert left[5] == 0.0
+    assert progress_text(updates[0], left[0]) == "variant 1 of 3, estimating time left…"
+    assert progress_text(updates[2], left[2]) == "variant 2 of 3, ~6 s left"
+    assert progress_text(updates[2], 600.0, noun="case") == "case 2 of 3, ~10 min left"
+    assert progress_text(updates[5], left[5]) == "variant 3 of 3, almost done"

@@ -2,12 +2,15 @@
 K cases) studies, shown as a grid of result layers with difference maps, exported with provenance.
 
 The studies run in :mod:`napari_gem3d.sampling.variants` (Qt-free) on a worker; this dock only collects
-the inputs, shows progress and adds the results as new layers (napari's grid mode; all tiles share the
-dims, so they scroll together).
+the inputs, shows progress with the time left, and adds the results as new layers in napari's grid: one
+row per variant, its result on the left and its difference map (with napari's colour bar) on the right,
+every tile titled. All tiles share the dims, so they scroll together. Technical settings sit in a folded
+"Advanced" section; the model loads in the background on first use.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +26,36 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QFileDialog
 
-from ._qt_helpers import DockWidget, layer_choices, note
+from ._qt_helpers import DockWidget, layer_choices, narrow, note, section
 from .jobs import Handlers, Job, JobToken
-from .layers import layer_to_volume, volume_to_layer
+from .layers import is_generated, layer_to_volume, volume_to_layer
 
-COUNTERFACTUAL = "Counterfactuals: one mask x K informed slices"
-DEENHANCE = "De-enhancement: one informed slice x K cases"
-FROM_WIDGET = "Informed-slice widget"
+COUNTERFACTUAL = "Counterfactuals (one mask)"
+DEENHANCE = "De-enhance (many cases)"
+FROM_WIDGET = "Informed slice dock"
+DIFFERENCE_COLORMAP = "PiYG"  # diverging: pink = result darker than the scan, green = brighter
+LEGEND = (
+    "Difference tiles: result minus scan, each scaled to its own 0.5–99.5 % intensity range "
+    "(−1 … +1); green = brighter than the scan, pink = darker. The colour bar is on each tile."
+)
+
+
+def source_choices(viewer, widget=None) -> list:
+    """3-D image layers that can lend their look (informed slice): scans, not GEM-3D results or their
+    difference maps (:func:`~napari_gem3d._napari.layers.is_generated`)."""
+    import napari
+
+    return [(name, layer) for name, layer in layer_choices(viewer, napari.layers.Image)() if not is_generated(layer)]
+
+
+def tile_title(result) -> str:
+    """What a tile shows, in words: the look's source for a counterfactual, the case for de-enhancement."""
+    study = result.provenance.get("study", {})
+    if study.get("kind") == "deenhance":
+        return f"case {result.name}"
+    if result.name.startswith("synthetic slice"):
+        return result.name
+    return f"look from {result.name}'s slice"
 
 
 class GalleryWidget(DockWidget):
@@ -37,107 +63,155 @@ class GalleryWidget(DockWidget):
         super().__init__(viewer, "GEM-3D gallery")
         import napari
 
-        self.study = ComboBox(name="study", label="study", choices=[COUNTERFACTUAL, DEENHANCE])
+        self.clock = time.perf_counter  # the time-left estimate's clock (tests give a fake one)
+        self.study = ComboBox(
+            name="study",
+            label="Study",
+            choices=[COUNTERFACTUAL, DEENHANCE],
+            tooltip="Counterfactuals: the same mask (anatomy, lesion) drawn with the look of several slices.\n"
+            "De-enhance: several cases drawn with one slice's look (harmonise a dataset to one scanner).",
+        )
         # counterfactual inputs
-        self.mask = ComboBox(name="mask", label="mask", choices=layer_choices(viewer, napari.layers.Labels))
+        self.mask = ComboBox(
+            name="mask",
+            label="Mask",
+            choices=layer_choices(viewer, napari.layers.Labels),
+            tooltip="The mask (labels) every variant is drawn from",
+        )
         self.reference = ComboBox(
             name="reference",
-            label="its image",
+            label="Scan",
             nullable=True,
             choices=layer_choices(viewer, napari.layers.Image),
-            tooltip="intensity units of the results and the difference-map reference",
+            tooltip="The mask's own scan: results come in its intensity units and the difference maps "
+            "compare against it (optional)",
         )
         self.informed_layers = Select(
             name="informed_layers",
-            label="informed from layers",
-            choices=layer_choices(viewer, napari.layers.Image),
+            label="Looks from",
+            choices=lambda w=None: source_choices(viewer),
+            tooltip="One variant per selected scan: its slice at Position sets the look (contrast, scanner "
+            "style). Technical: the informed slice. GEM-3D results are not offered.",
         )
         self.generated = SpinBox(
             name="generated",
-            label="+ generated slices",
+            label="+ synthetic",
             min=0,
             max=32,
             value=0,
-            tooltip="K slices from the slice model at p (seeds seed .. seed+K-1)",
+            tooltip="Extra variants whose look comes from a synthetic slice made by the slice model "
+            "(seeds: Advanced → Seed, Seed + 1, …)",
         )
         self.position = FloatSlider(
-            name="position", label="position p", min=0.0, max=1.0, step=0.01, value=0.5
+            name="position",
+            label="Position",
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            value=0.5,
+            tooltip="Where the look's slice is taken along the slice axis: 0 = first slice, 1 = last "
+            "(technical: relative position p)",
         )
         # de-enhancement inputs
         self.informed_from = ComboBox(
-            name="informed_from", label="informed slice", choices=self._informed_choices
+            name="informed_from",
+            label="Look from",
+            choices=self._informed_choices,
+            tooltip="The slice whose look every case gets: the Informed slice dock's choice, or a scan's "
+            "slice at Position. GEM-3D results are not offered.",
         )
         self.cases = Select(
-            name="cases", label="cases (masks)", choices=layer_choices(viewer, napari.layers.Labels)
+            name="cases",
+            label="Cases",
+            choices=layer_choices(viewer, napari.layers.Labels),
+            tooltip="Masks to redraw with the look; each case's scan (same geometry) is its difference reference",
         )
-        self.folder_button = PushButton(text="Add cases from a folder…")
+        self.folder_button = PushButton(
+            text="Add a folder of cases…",
+            tooltip="A folder of (image, mask) cases: one sub-folder per case, imagesTr/ + labelsTr/, "
+            "or <name>_image / <name>_mask files",
+        )
         self.folder_button.clicked.connect(self._choose_folder)
-        # settings
-        self.steps = SpinBox(name="steps", label="steps", min=1, max=1000, value=50)
-        self.eta = FloatSpinBox(name="eta", label="eta", min=0.0, max=1.0, step=0.1, value=1.0)
-        self.seed = SpinBox(name="seed", label="seed", min=0, max=2**31 - 1, value=0)
-        self.device = ComboBox(
-            name="device", label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto"
+        # technical settings (the Advanced section)
+        self.steps = SpinBox(
+            name="steps", label="Steps", min=1, max=1000, value=50,
+            tooltip="Denoising steps per window: more is slower and usually sharper",
         )
-        self.only_results = CheckBox(name="only_results", text="grid: show only the results", value=True)
-        self.force = CheckBox(name="force", text="Run anyway if out of domain", value=False,
-                              tooltip="run even when the domain check refuses a case (findings are recorded)")
+        self.eta = FloatSpinBox(
+            name="eta", label="η (eta)", min=0.0, max=1.0, step=0.1, value=1.0,
+            tooltip="DDIM eta: 0 = deterministic sampling, 1 = fully stochastic (the default)",
+        )
+        self.seed = SpinBox(
+            name="seed", label="Seed", min=0, max=2**31 - 1, value=0,
+            tooltip="Random seed: the same seed and inputs give the same result; synthetic looks use "
+            "Seed, Seed + 1, …",
+        )
+        self.device = ComboBox(
+            name="device", label="Device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
+            tooltip="Where the model runs: auto picks a GPU when there is one",
+        )
+        self.force = CheckBox(
+            name="force", text="Run anyway if out of domain", value=False,
+            tooltip="Run even when the domain check refuses a case (the findings are recorded)",
+        )
         self.form = Container(
             widgets=[
                 self.study,
                 self.mask,
                 self.reference,
+                self.informed_from,
                 self.informed_layers,
                 self.generated,
                 self.position,
-                self.informed_from,
                 self.cases,
                 self.folder_button,
-                self.steps,
-                self.eta,
-                self.seed,
-                self.device,
-                self.only_results,
-                self.force,
             ]
         )
-        self.track(self.form)
+        for listing in (self.informed_layers, self.cases):
+            listing.max_height = 96  # about four rows, then it scrolls
+        self.advanced = Container(widgets=[self.steps, self.eta, self.seed, self.device, self.force])
+        for form in (self.form, self.advanced):
+            narrow(form)
+            self.track(form)
         self.body.addWidget(self.form.native)
         self.folder_cases: list = []
         self.folder_note = note("")
         self.body.addWidget(self.folder_note)
-        self.run_button = PushButton(text="Run study")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.export_button = PushButton(text="Export results…", enabled=False)
+        self.body.addWidget(
+            section("Advanced", self.advanced, tooltip="Sampler settings: steps, eta, seed, device, domain check")
+        )
+        self.run_button = PushButton(text="Run study", tooltip="Generate every variant (in the background)")
+        self.cancel_button = PushButton(
+            text="Cancel", enabled=False, tooltip="Stop the study within one denoising step"
+        )
+        self.export_button = PushButton(
+            text="Export results…",
+            enabled=False,
+            tooltip="Write every result and difference map (NIfTI) with a provenance.json into a folder",
+        )
         self.run_button.clicked.connect(lambda *_: self.run())
         self.cancel_button.clicked.connect(lambda *_: self.cancel_own_job())
         self.export_button.clicked.connect(self._choose_export)
-        buttons = Container(
-            widgets=[self.run_button, self.cancel_button, self.export_button],
-            layout="horizontal",
-            labels=False,
-        )
-        self.body.addWidget(buttons.native)
+        for row in ((self.run_button, self.cancel_button), (self.export_button,)):
+            self.body.addWidget(Container(widgets=list(row), layout="horizontal", labels=False).native)
         self.status = note("")
         self.body.addWidget(self.status)
+        self.legend = note(LEGEND)
+        self.legend.setVisible(False)
+        self.body.addWidget(self.legend)
         self.body.addStretch(1)
         self.results: list = []
         self.result_layers: list = []
+        self._time_left = None
         self.study.changed.connect(self._study_changed)
         self.session.informed_changed.connect(lambda *_: self.reset_choices())
         self.reset_choices()
         self._study_changed()
 
     def _informed_choices(self, widget=None):
-        import napari
-
-        items = [(FROM_WIDGET, FROM_WIDGET)]
-        items += [
-            (f"{layer.name} at p", layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, napari.layers.Image) and layer.ndim == 3
+        return [(FROM_WIDGET, FROM_WIDGET)] + [
+            (f"{name}'s slice", layer) for name, layer in source_choices(self.viewer)
         ]
-        return items
 
     def _study_changed(self, *_):
         cf = self.study.value == COUNTERFACTUAL
@@ -145,17 +219,21 @@ class GalleryWidget(DockWidget):
             w.visible = cf
         for w in (self.informed_from, self.cases, self.folder_button):
             w.visible = not cf
-        self.folder_note.setVisible(not cf)
+        self.folder_note.setVisible(not cf and bool(self.folder_cases))
 
     def _choose_folder(self, *_):
         folder = QFileDialog.getExistingDirectory(self, "Folder of (image, mask) cases")
         if folder:
-            self.add_folder(folder)
+            try:
+                self.add_folder(folder)
+            except (OSError, ValueError) as exc:  # no cases there: say so in the dock
+                self.status.setText(str(exc))
 
     def add_folder(self, folder) -> None:
         from ..sampling.variants import find_cases
 
         self.folder_cases = find_cases(folder)
+        self._study_changed()
         self.folder_note.setText(
             f"{len(self.folder_cases)} cases from {folder}: "
             + ", ".join(c.name for c in self.folder_cases[:6])
@@ -164,17 +242,26 @@ class GalleryWidget(DockWidget):
 
     # --------------------------------------------------------------------------------------- run
     def run(self):
+        """Start the study; returns its Job, or None when it did not start or waits for the model to load
+        (the model loads in the background on first use; the study then starts by itself)."""
         from napari.utils.notifications import show_error
 
         if self.session.job is not None and self.session.job.running:
             show_error("GEM-3D gallery: a job is already running in this viewer")
             return None
+        self.run_button.enabled = False
         try:
-            return self._start()
+            return self.session.when_model_ready(self._start, status=self.status.setText, on_error=self._not_started)
         except Exception as exc:
-            show_error(f"GEM-3D gallery: {exc}")
-            self.status.setText(f"Not started: {exc}")
+            self._not_started(exc)
             return None
+
+    def _not_started(self, exc) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"GEM-3D gallery: {exc}")
+        self.status.setText(f"Not started: {exc}")
+        self.run_button.enabled = True
 
     def _options(self):
         from ..sampling import SamplingOptions
@@ -186,10 +273,9 @@ class GalleryWidget(DockWidget):
             device=self.device.value,
         )
 
-    def _start(self):
-        from ..sampling.variants import count_windows
+    def _start(self, bundle):
+        from ..sampling.variants import TimeLeft, count_windows
 
-        bundle = self.session.require_bundle()
         options = self._options()
         token = JobToken()
         if self.study.value == COUNTERFACTUAL:
@@ -209,9 +295,10 @@ class GalleryWidget(DockWidget):
             ),
         )
         job.owner = self
+        self._time_left = TimeLeft(clock=self.clock)
         self.session.set_job(job)
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.status.setText(f"Running {total} windows…")
+        self.status.setText("Starting…")
         return job.start()
 
     def _counterfactual(self, bundle, options, token, count_windows):
@@ -246,7 +333,7 @@ class GalleryWidget(DockWidget):
             for seed in seeds:
                 variants.append(
                     (
-                        f"generated seed {seed}",
+                        f"synthetic slice, seed {seed}",
                         generate_informed(
                             bundle,
                             p,
@@ -323,31 +410,58 @@ class GalleryWidget(DockWidget):
 
     # ------------------------------------------------------------------------------- GUI-thread slots
     def _on_update(self, update) -> None:
-        self.status.setText(
-            f"{update.name} ({update.case + 1}/{update.cases}): window {update.done}"
-            f"{'/' + str(update.total) if update.total else ''}"
-        )
+        from ..sampling.variants import progress_text
+
+        noun = "variant" if self.study.value == COUNTERFACTUAL else "case"
+        text = progress_text(update, self._time_left(update), noun)
+        self.status.setText(text[0].upper() + text[1:])
+        job = self.session.job
+        if job is not None and getattr(job, "owner", None) is self:
+            job.set_message(text)
+            pbar = getattr(job.worker, "pbar", None)
+            if pbar is not None and pbar.total != update.total:  # folder cases are counted in the worker
+                pbar.total = update.total
 
     def _on_results(self, results) -> None:
+        """Tiles in napari's grid: variant i's result on the left of row i, its difference map on the right
+        (results without a scan to compare with come after the pairs); each tile titled, views re-centred."""
         from ..sampling.variants import difference_map
 
         self.results = list(results)
-        added = []
+        pairs, singles = [], []
         for k, res in enumerate(self.results):
-            data, kwargs = volume_to_layer(res.volume, "image", name=f"{k:02d} {res.name}")
+            title = f"{k + 1}. {tile_title(res)}"
+            data, kwargs = volume_to_layer(res.volume, "image", name=title)
+            if res.reference is None:
+                singles.append((data, kwargs, None))
+                continue
+            diff_data, diff_kwargs = volume_to_layer(difference_map(res.volume, res.reference), "image",
+                                                     name=f"{k + 1}. difference from the scan")
+            diff_kwargs.update(colormap=DIFFERENCE_COLORMAP, contrast_limits=(-1.0, 1.0))
+            pairs.append((data, kwargs, (diff_data, diff_kwargs)))
+        added = []
+        for data, kwargs, diff in pairs + singles:
             added.append(self.viewer.add_image(data, **kwargs))
-            if res.reference is not None:
-                diff = difference_map(res.volume, res.reference)
-                data, kwargs = volume_to_layer(diff, "image", name=f"{k:02d} {res.name} - reference")
-                kwargs.update(colormap="PiYG", contrast_limits=(-1.0, 1.0))
-                added.append(self.viewer.add_image(data, **kwargs))
+            if diff is not None:
+                layer = self.viewer.add_image(diff[0], **diff[1])
+                layer.colorbar.visible = True
+                added.append(layer)
+        for layer in added:
+            layer.name_overlay.visible = True
         self.result_layers = added
-        if self.only_results.value:
-            for layer in self.viewer.layers:
-                layer.visible = layer in added
-        self.viewer.canvas.grid.enabled = True
+        for layer in self.viewer.layers:
+            layer.visible = layer in added
+        grid = self.viewer.canvas.grid
+        grid.stride, grid.shape, grid.spacing = 1, ((-1, 2) if pairs else (-1, -1)), 6
+        grid.enabled = True
+        self.viewer.reset_view(margin=0.15)  # room for the tile titles above the images
         self.export_button.enabled = True
-        self.status.setText(f"{len(self.results)} results (+ difference maps) in the grid.")
+        self.legend.setVisible(bool(pairs))
+        self.status.setText(
+            f"{len(self.results)} results in the grid"
+            + (": each row is a result and its difference from the scan." if pairs else ".")
+            + " Your other layers are hidden (tick their eye to show them)."
+        )
 
     def _on_finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False

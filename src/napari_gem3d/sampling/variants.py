@@ -7,7 +7,8 @@ Both are generators: they yield a :class:`StudyUpdate` for every finished window
 GUI can fill results live and show one progress bar over the whole study) and return a list of
 :class:`StudyResult` (generated volume in the case's geometry, reference image, provenance).
 :func:`difference_map` and :func:`export_results` turn results into files; :func:`adjacent_differences`
-measures slice-to-slice consistency (the inspector's plot).
+measures slice-to-slice consistency (the inspector's plot); :class:`TimeLeft` estimates a running study's
+remaining time from its updates.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Generator, Sequence
+import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,39 @@ class StudyResult:
     volume: Volume  # generated, in the case's geometry; provenance in header["provenance"]
     reference: Volume | None  # the case's own image (for difference maps), if any
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class TimeLeft:
+    """Seconds left in a study at the mean time per window, known once its first variant has finished.
+
+    Feed it every :class:`StudyUpdate` as it arrives. The clock starts at the first finished window, so the
+    set-up before it (the model moving to its device, synthetic informed slices) does not inflate the mean.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self._start: tuple[float, int] | None = None  # (time, windows done) at the first update
+
+    def __call__(self, update: StudyUpdate) -> float | None:
+        now = self.clock()
+        if self._start is None:
+            self._start = (now, update.done)
+        started, done_then = self._start
+        if update.case == 0 or update.done <= done_then:
+            return None
+        per_window = (now - started) / (update.done - done_then)
+        return per_window * max(update.total - update.done, 0)
+
+
+def progress_text(update: StudyUpdate, seconds: float | None, noun: str = "variant") -> str:
+    """``"variant 2 of 3, ~40 s left"`` (``"..., estimating time left…"`` before the estimate exists)."""
+    head = f"{noun} {update.case + 1} of {update.cases}"
+    if seconds is None:
+        return f"{head}, estimating time left…"
+    if seconds < 0.5:
+        return f"{head}, almost done"
+    left = f"~{max(1, round(seconds))} s" if seconds < 90 else f"~{round(seconds / 60)} min"
+    return f"{head}, {left} left"
 
 
 def find_cases(folder: str | os.PathLike) -> list[StudyCase]:
@@ -295,15 +330,17 @@ def difference_map(generated: Volume, reference: Volume, *, normalize: bool = Tr
     if normalize:
         norm = IntensityNorm("percentile")
         a, b = norm.fit(a).forward(a), norm.fit(b).forward(b)
-    header = {
-        "provenance": {
-            "difference": {
-                "normalized": normalize,
-                "generated": generated.header.get("provenance", {}).get("study"),
-                "reference": Path(str(reference.header.get("source", ""))).name,
-            }
+    made = generated.header.get("provenance", {})
+    provenance: dict[str, Any] = {
+        "difference": {
+            "normalized": normalize,
+            "generated": made.get("study"),
+            "reference": Path(str(reference.header.get("source", ""))).name,
         }
     }
+    if "model" in made:  # derived from a model's output: read back, it is a result, not a scan
+        provenance["model"] = made["model"]
+    header = {"provenance": provenance}
     return Volume((a - b).astype(np.float32), generated.affine, header)
 
 
@@ -393,6 +430,7 @@ __all__ = [
     "StudyCase",
     "StudyResult",
     "StudyUpdate",
+    "TimeLeft",
     "adjacent_differences",
     "count_windows",
     "counterfactuals",
@@ -400,4 +438,5 @@ __all__ = [
     "difference_map",
     "export_results",
     "find_cases",
+    "progress_text",
 ]
