@@ -41,10 +41,11 @@ def describe(child) -> str:
 
 
 def overflow(widget) -> list[str]:
-    """What in a GEM-3D dock does not fit its width: the layout's minimum, or any visible widget whose right
-    edge lies beyond the viewport. Empty when the dock shows every control without a horizontal scroll."""
+    """What in a GEM-3D dock does not fit its width: the layout's minimum, any visible widget whose right
+    edge lies beyond the viewport, or a control squeezed narrower than it needs (its text cut off). Empty
+    when the dock shows every control whole without a horizontal scroll."""
     from qtpy.QtCore import QPoint
-    from qtpy.QtWidgets import QWidget
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QWidget
 
     width = widget.scroll.viewport().width()
     bad = []
@@ -57,6 +58,10 @@ def overflow(widget) -> list[str]:
         right = child.mapTo(widget.inner, QPoint(0, 0)).x() + child.width()
         if right > width + 1:
             bad.append(f"{describe(child)} ends at {right} px > {width} px")
+        cut = isinstance(child, (QAbstractButton, QAbstractSpinBox, QComboBox)) or (
+            isinstance(child, QLabel) and not child.wordWrap() and child.text())
+        if cut and child.width() + 1 < child.minimumSizeHint().width():
+            bad.append(f"{describe(child)} squeezed to {child.width()} px < {child.minimumSizeHint().width()} px")
     return bad
 
 

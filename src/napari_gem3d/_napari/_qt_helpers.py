@@ -10,6 +10,7 @@ from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QDockWidget, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 NARROW = 4  # characters a combo box asks room for: long layer names elide instead of widening the dock
+WIDEST = 340  # px a dock asks for at most (of a 1500 px wide window)
 
 
 class DockWidget(QWidget):
@@ -44,10 +45,7 @@ class DockWidget(QWidget):
         self.body.setContentsMargins(6, 6, 6, 6)
         scroll.setWidget(inner)
         outer.addWidget(scroll)
-        if title:
-            heading = QLabel(f"<b>{title}</b>")
-            heading.setWordWrap(True)
-            self.body.addWidget(heading)
+        self.setWindowTitle(title)  # (napari's dock title bar names the dock: no heading repeats it)
         events = viewer.layers.events
         for emitter in (events.inserted, events.removed, events.moved):
             emitter.connect(self._layers_changed)
@@ -94,9 +92,33 @@ class DockWidget(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
+        self._align_labels()
         if not getattr(self, "_tabbed", False):
             self._tabbed = True
             tab_with_other_docks(self)
+
+    def _align_labels(self) -> None:
+        """One label width for every field of the dock, measured in napari's font (magicgui measures each
+        container's labels before the theme applies, so the fields started at ragged positions)."""
+        labeled = [w._labeled_widget() for container in self._tracked for w in container
+                   if hasattr(w, "_labeled_widget")]
+        labels = [lw for lw in labeled if lw is not None]
+        widths = [lw.native.findChild(QLabel).sizeHint().width() for lw in labels]
+        for lw in labels:
+            lw.label_width = max(widths, default=0)
+
+    def sizeHint(self):  # noqa: N802 - Qt API
+        """Ask for the width the controls need, collapsed sections included (they do not count in Qt's hint,
+        so the dock would squeeze their labels), up to WIDEST px."""
+        from qtpy.QtWidgets import QScrollBar
+
+        hint = super().sizeHint()
+        margins = self.body.contentsMargins()
+        scroll = QScrollBar().sizeHint().width()
+        items = (self.body.itemAt(i).widget() for i in range(self.body.count()))
+        need = max((item.sizeHint().width() for item in items if item is not None), default=0)
+        hint.setWidth(max(hint.width(), min(WIDEST, need + margins.left() + margins.right() + scroll)))
+        return hint
 
     def shutdown(self) -> None:
         """Cancel this widget's running job and stop listening to the viewer."""
@@ -178,6 +200,10 @@ def tab_with_other_docks(widget) -> None:
             window.tabifyDockWidget(other, dock)
             dock.show()
             dock.raise_()  # the new dock is the tab shown
+            # the tab group is as wide as its first dock: widen it to what the widest member asks for
+            want = max(widget.sizeHint().width(), other.widget().sizeHint().width())
+            if other.width() < want:
+                window.resizeDocks([dock], [want], Qt.Orientation.Horizontal)
             return
 
 
@@ -208,7 +234,6 @@ def section(title: str, *widgets, tooltip: str, expanded: bool = False) -> QWidg
     from superqt import QCollapsible
 
     box = QCollapsible(title)
-    box.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     for widget in widgets:
         box.addWidget(getattr(widget, "native", widget))
     for button in box.findChildren(QAbstractButton):

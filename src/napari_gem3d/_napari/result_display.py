@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
-
 LEVELS = 256  # grey levels of the filling colour map; level 0 is the transparent "not yet filled"
 _RUNS = itertools.count(1)
 

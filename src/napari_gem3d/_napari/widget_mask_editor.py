@@ -29,7 +29,6 @@ FLIP_AXES = {"left-right": 2, "anterior-posterior": 1, "superior-inferior": 0}
 MOVE_AXES = (("superior", "inferior"), ("posterior", "anterior"), ("left", "right"))
 RADIUS_AXES = ("S-I", "A-P", "L-R")
 CURSOR = "cursor"
-WIDEST = 340  # px the dock asks for at most (of a 1500 px wide window)
 BRAIN_METHODS = (("automatic", "auto"), ("deepbet (neural network)", "deepbet"), ("simple (no network)", "fallback"),
                  ("none: already skull-stripped", "none"))
 
@@ -217,32 +216,6 @@ class MaskEditorWidget(DockWidget):
         if into:
             self.body.addWidget(container.native)
         return container
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        self._align_labels()
-
-    def _align_labels(self) -> None:
-        """One label width for every field of the dock, measured in napari's font (magicgui measures each
-        container's labels before the theme applies, so the fields started at ragged positions)."""
-        labeled = [w._labeled_widget() for container in self._tracked for w in container]
-        labels = [lw for lw in labeled if lw is not None]
-        widths = [lw.native.findChild(QLabel).sizeHint().width() for lw in labels]
-        for lw in labels:
-            lw.label_width = max(widths, default=0)
-
-    def sizeHint(self):  # noqa: N802 - Qt API
-        """Ask for the width the sections' controls need (collapsible sections do not count in Qt's hint, so
-        the dock would squeeze their labels), up to WIDEST px."""
-        from qtpy.QtWidgets import QScrollBar
-
-        hint = super().sizeHint()
-        margins = self.body.contentsMargins()
-        scroll = QScrollBar().sizeHint().width()
-        items = (self.body.itemAt(i).widget() for i in range(self.body.count()))
-        need = max(item.sizeHint().width() for item in items if item is not None)
-        hint.setWidth(max(hint.width(), min(WIDEST, need + margins.left() + margins.right() + scroll)))
-        return hint
 
     def shutdown(self) -> None:
         self.session.model_changed.disconnect(self._model_changed)
