@@ -246,6 +246,25 @@ def section(title: str, *widgets, tooltip: str, expanded: bool = False) -> QWidg
     return box
 
 
+def grey_out_devices(combo) -> str:
+    """Grey out the devices this torch cannot use in a device combo box (each says why in its tooltip);
+    returns the how-to for CUDA when it is unavailable, else ""."""
+    from .session import available_devices
+
+    available = available_devices()
+    native = getattr(combo, "native", combo)
+    hint = ""
+    for i in range(native.count()):
+        reason = available.get(native.itemText(i))
+        item = native.model().item(i)
+        if reason and item is not None:
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
+            item.setToolTip(reason)
+            if native.itemText(i) == "cuda":
+                hint = "GPU: " + reason
+    return hint
+
+
 def note(text: str) -> QLabel:
     """A small wrapped grey label."""
     label = QLabel(text)

@@ -293,11 +293,14 @@ class Session:
         )
 
         def message(text: str) -> None:
+            """In napari's activity list; a converted checkpoint (minutes, once) also gets a notification
+            (plain loading does not: the docks say "Loading…" themselves, a toast would cover the canvas)."""
             from napari.utils.notifications import show_info
 
             if getattr(worker, "pbar", None) is not None:
                 worker.pbar.set_description(text)
-            show_info(text)
+            if not text.startswith("Loading model"):
+                show_info(text)
 
         worker.yielded.connect(message)
 

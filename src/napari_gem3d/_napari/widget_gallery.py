@@ -26,9 +26,9 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QFileDialog
 
-from ._qt_helpers import DockWidget, layer_choices, narrow, note, section
+from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, scan_choices, section
 from .jobs import Handlers, Job, JobToken
-from .layers import is_generated, layer_to_volume, volume_to_layer
+from .layers import layer_to_volume, volume_to_layer
 
 COUNTERFACTUAL = "Counterfactuals (one mask)"
 DEENHANCE = "De-enhance (many cases)"
@@ -38,14 +38,6 @@ LEGEND = (
     "Difference tiles: result minus scan, each scaled to its own 0.5–99.5 % intensity range "
     "(−1 … +1); green = brighter than the scan, pink = darker. The colour bar is on each tile."
 )
-
-
-def source_choices(viewer, widget=None) -> list:
-    """3-D image layers that can lend their look (informed slice): scans, not GEM-3D results or their
-    difference maps (:func:`~napari_gem3d._napari.layers.is_generated`)."""
-    import napari
-
-    return [(name, layer) for name, layer in layer_choices(viewer, napari.layers.Image)() if not is_generated(layer)]
 
 
 def tile_title(result) -> str:
@@ -89,7 +81,7 @@ class GalleryWidget(DockWidget):
         self.informed_layers = Select(
             name="informed_layers",
             label="Looks from",
-            choices=lambda w=None: source_choices(viewer),
+            choices=scan_choices(viewer),
             tooltip="One variant per selected scan: its slice at Position sets the look (contrast, scanner "
             "style). Technical: the informed slice. GEM-3D results are not offered.",
         )
@@ -150,6 +142,7 @@ class GalleryWidget(DockWidget):
             name="device", label="Device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
             tooltip="Where the model runs: auto picks a GPU when there is one",
         )
+        grey_out_devices(self.device)
         self.force = CheckBox(
             name="force", text="Run anyway if out of domain", value=False,
             tooltip="Run even when the domain check refuses a case (the findings are recorded)",
@@ -210,7 +203,7 @@ class GalleryWidget(DockWidget):
 
     def _informed_choices(self, widget=None):
         return [(FROM_WIDGET, FROM_WIDGET)] + [
-            (f"{name}'s slice", layer) for name, layer in source_choices(self.viewer)
+            (f"{name}'s slice", layer) for name, layer in scan_choices(self.viewer)()
         ]
 
     def _study_changed(self, *_):

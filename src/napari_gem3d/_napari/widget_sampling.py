@@ -21,7 +21,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushBu
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
-from ._qt_helpers import DockWidget, layer_choices, narrow, note, same_geometry, scan_choices, section
+from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of, window_index_range
 from .result_display import done_display, fill_display, filling_display, result_name
@@ -300,7 +300,9 @@ class SamplingWidget(DockWidget):
         self.advanced_section = section("Advanced", self.advanced, self.compat, self.device_note,
                                         tooltip="the sampler's settings: steps, solver, noise, seed, device")
         self.body.addWidget(self.advanced_section)
-        self._grey_out_devices()
+        hint = grey_out_devices(self.device)
+        self.device_note.setText(hint)
+        self.device_note.setVisible(bool(hint))
 
         self.run_button = PushButton(text="Run", tooltip="generate a new volume from the mask (a new layer)")
         self.cancel_button = PushButton(text="Cancel", enabled=False,
@@ -503,25 +505,6 @@ class SamplingWidget(DockWidget):
         message = self.session.release_memory()
         self.status.setText(message)
         show_info(message)
-
-    def _grey_out_devices(self) -> None:
-        from qtpy.QtCore import Qt
-
-        from .session import available_devices
-
-        available = available_devices()
-        combo = self.device.native
-        hints = []
-        for i in range(combo.count()):
-            reason = available.get(combo.itemText(i))
-            item = combo.model().item(i)
-            if reason and item is not None:
-                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
-                item.setToolTip(reason)
-                if combo.itemText(i) == "cuda":
-                    hints.append(reason)
-        self.device_note.setText("GPU: " + hints[0] if hints else "")
-        self.device_note.setVisible(bool(hints))
 
     # ---------------------------------------------------------------------------------------- run
     def _run_clicked(self, *_):
