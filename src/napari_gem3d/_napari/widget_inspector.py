@@ -42,6 +42,9 @@ def planes_at(data: np.ndarray, point) -> dict[str, np.ndarray]:
     }
 
 
+LEGEND_BAND = 0.86  # the plot's axes take the figure below this height; the legend the band above
+
+
 class InspectorWidget(DockWidget):
     def __init__(self, viewer: napari.viewer.Viewer):  # noqa: F821 - string annotation for napari
         super().__init__(viewer, "GEM-3D consistency inspector")
@@ -77,7 +80,8 @@ class InspectorWidget(DockWidget):
         )
         self.plot_button.clicked.connect(lambda *_: self._guard(self.plot))
         self.body.addWidget(Container(widgets=[self.plot_button], labels=False).native)  # margins as the rows
-        self.figure = Figure(figsize=(4.5, 2.4), tight_layout=True)
+        self.figure = Figure(figsize=(4.5, 2.4), layout="tight")
+        self.figure.get_layout_engine().set(rect=(0, 0, 1, LEGEND_BAND))
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(210)
         self.body.addWidget(self.canvas, 1)
@@ -252,10 +256,10 @@ class InspectorWidget(DockWidget):
         if self.curves:
             ax.set_xlabel(f"slice along {self.axis} (model frame)")
             ax.set_ylabel("mean |slice z+1 − slice z|")
-            ax.legend(
+            legend = ax.legend(
                 loc="lower left",
                 bbox_to_anchor=(0, 1.01, 1, 0.1),
-                ncol=4,
+                ncol=2,
                 mode="expand",
                 fontsize=7,
                 frameon=False,
@@ -263,6 +267,9 @@ class InspectorWidget(DockWidget):
                 handlelength=1.5,
                 columnspacing=0.8,
             )
+            # the tight layout must not shrink the axes to the legend's width (a narrow dock squeezed the
+            # plot to a third of its width): the legend sits in the band the layout leaves on top
+            legend.set_in_layout(False)
         style_figure(self.figure, colours)
         self.canvas.draw_idle()
 
