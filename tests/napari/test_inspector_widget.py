@@ -148,3 +148,18 @@ def test_figures_follow_the_napari_theme(viewer_case):
     widget.close()
     viewer.theme = "dark"  # a closed dock no longer listens
     assert to_hex(widget.figure.axes[0].get_facecolor()) == get_theme("light").background.as_hex()
+
+
+def test_the_plot_keeps_the_width_of_a_narrow_dock(viewer_case, qtbot):
+    """At napari's default dock width (~300 px) the axes take most of the plot's width: the legend above them
+    once made the tight layout squeeze them to a third."""
+    viewer, image_layer, _ = viewer_case
+    result = _result(viewer, image_layer, 13)
+    widget = InspectorWidget(viewer)
+    show_docked(viewer, widget, "GEM-3D inspector", qtbot)
+    widget.volume.value = result
+    widget.plot()
+    widget.canvas.draw()
+    axes = widget.figure.axes[0].get_window_extent()
+    assert widget.canvas.width() <= 480
+    assert axes.width >= 0.6 * widget.canvas.width(), (axes.width, widget.canvas.width())
