@@ -178,3 +178,24 @@ def test_generate_with_a_given_plan_writes_only_its_range(setup):
     assert np.all(result.volume[:10] == 0) and np.all(result.volume[14:] == 0)
     for z in preset:  # the finished slices are held, never rewritten
         assert np.array_equal(result.latents[z], latents[z])
+
+
+def test_the_default_margin_follows_the_slice_noise_of_the_result():
+    """No margin given: one slice each side for a result made with correlated slice noise (the default), two
+    for one made with independent noise; the provenance records the margin used."""
+    from dataclasses import replace
+
+    from napari_gem3d.sampling.regenerate import COHERENT_MARGIN, DEFAULT_MARGIN, margin_for
+
+    coherent, independent = SamplingOptions(slice_noise_correlation=0.9), SamplingOptions()
+    assert margin_for(coherent) == COHERENT_MARGIN == 1 and margin_for(independent) == DEFAULT_MARGIN == 2
+    assert margin_for(coherent, 3) == 3
+    bundle = tiny_bundle(window=8)
+    image, mask = synthetic_case()
+    edited = _edit(mask, [12])
+    for options, margin in ((replace(independent, steps=2, seed=1, device="cpu"), 2),
+                            (replace(coherent, steps=2, seed=1, device="cpu"), 1)):
+        first = run_to_end(sample_volume(bundle, mask, image=image, options=options))
+        out = run_to_end(regenerate(bundle, first.volume, edited, image=image))
+        regen = out.provenance["regenerated"]
+        assert regen["margin"] == margin and regen["range"] == [12 - margin, 13 + margin]

@@ -779,7 +779,7 @@ class SamplingWidget(DockWidget):
 
     def _start_regeneration(self) -> Job:
         from ..sampling.plan import plan_bridge
-        from ..sampling.regenerate import DEFAULT_MARGIN, plan_regeneration
+        from ..sampling.regenerate import margin_for, plan_regeneration
         from ..volume import Volume, to_model
 
         live = self.live
@@ -793,7 +793,8 @@ class SamplingWidget(DockWidget):
         if bundle is None:
             raise ValueError("no model is loaded: press Run first")
         edited = layer_to_volume(live.mask_layer)
-        plan = plan_regeneration(prov["mask_slices_sha256"], to_model(edited, live.grid, "labels"), DEFAULT_MARGIN)
+        margin = margin_for(live.options)
+        plan = plan_regeneration(prov["mask_slices_sha256"], to_model(edited, live.grid, "labels"), margin)
         if plan.full:
             start = int(prov.get("start_slice", live.grid.num_slices // 2))
             windows = plan_for(bundle.config, live.grid.num_slices, start, True, live.options)
@@ -807,7 +808,7 @@ class SamplingWidget(DockWidget):
         live.plan, live.mask_volume = windows, edited
         info["windows_done"] = []
         token = JobToken()
-        steps = regeneration_steps(bundle, previous, edited, image=image, margin=DEFAULT_MARGIN, cancel=token,
+        steps = regeneration_steps(bundle, previous, edited, image=image, margin=margin, cancel=token,
                                    device=live.options.device, precision=live.options.precision,
                                    cpu_threads="auto")
         job = Job(steps, total=len(windows), desc=f"GEM-3D regenerate ({len(windows)} windows)", token=token,

@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", type=Path, help="the informed image (used only when a full run is needed)")
     p.add_argument("--out", type=Path, required=True, help="output volume (.nii.gz, .nii or .nrrd)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier output (never an input)")
-    p.add_argument("--margin", type=int, default=2, help="slices regenerated beyond the changed ones, each side")
+    p.add_argument("--margin", type=int, default=None,
+                   help="slices regenerated beyond the changed ones, each side (default: 1 when GEN was made with "
+                        "slice coherence, the default; 2 without)")
     p.add_argument("--model", type=Path, default=None, help="the model bundle GEN was made with (default: demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="bf16/fp16 on a GPU only")

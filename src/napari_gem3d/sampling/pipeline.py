@@ -88,12 +88,14 @@ def sample_volume(
     position: float = 0.5,
     options: SamplingOptions | None = None,
     cancel: CancelToken | None = None,
+    start: int | None = None,
 ) -> Generator[WindowUpdate, None, GeneratedVolume]:
-    """Yield every window update, return the generated volume in the mask's geometry."""
+    """Yield every window update, return the generated volume in the mask's geometry (starting at slice
+    ``start`` when given, else at relative ``position``)."""
     from .propagate import generate
 
     request, grid, reference = prepare_request(
-        bundle.config, mask, image=image, informed=informed, position=position, options=options
+        bundle.config, mask, image=image, informed=informed, position=position, options=options, start=start
     )
     result = yield from generate(bundle, request, cancel=cancel)
     return finish(result, grid, reference, mask)

@@ -29,7 +29,18 @@ from .request import InformedSlice, SamplingOptions, SamplingRequest, WindowUpda
 
 #: Above this share of the slices, regenerating the range costs about what a full run does.
 FULL_RUN_FRACTION = 0.6
-DEFAULT_MARGIN = 2
+DEFAULT_MARGIN = 2  # slices each side with independent slice noise (rho = 0)
+COHERENT_MARGIN = 1  # with correlated slice noise: measured as close to the real volume at both seams as 2
+
+
+def margin_for(options: SamplingOptions, margin: int | None = None) -> int:
+    """The margin of a local regeneration: ``margin`` when given, else by the noise the result was made
+    with: correlated slice noise (the default) starts the refilled slices like their neighbours, and one
+    slice each side kept both seams closer to the real volume than a full run's (docs/benchmarks.md); with
+    independent noise (rho = 0) one slice left the upper seam rougher, so two."""
+    if margin is not None:
+        return int(margin)
+    return COHERENT_MARGIN if options.slice_noise_correlation > 0 else DEFAULT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -98,14 +109,14 @@ def regenerate(
     edited_mask: Volume,
     *,
     image: Volume | None = None,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
     cancel: CancelToken | None = None,
     **option_overrides: Any,
 ) -> Generator[WindowUpdate, None, GeneratedVolume]:
     """Yield the regenerated windows; return the previous volume with the changed range replaced.
 
     ``previous`` is the earlier result as read from its file (its provenance in the header) in the
-    mask's geometry; ``image`` the informed image, needed only if a full run is chosen. ``option_overrides``
+    mask's geometry; ``margin`` None chooses it by the result's slice noise (:func:`margin_for`); ``image`` the informed image, needed only if a full run is chosen. ``option_overrides``
     may set ``device``, ``precision`` or ``decode_chunk``; everything else comes from the provenance.
     """
     from .propagate import generate
@@ -115,12 +126,13 @@ def regenerate(
         raise ValueError(f"the edited mask {edited_mask.shape} and the previous result {previous.shape} must share "
                          "one geometry (shape and affine)")
     options = options_from(prov, **option_overrides)
+    margin = margin_for(options, margin)
     model_mask, grid = mask_to_model(edited_mask, bundle.config)
     plan = plan_regeneration(prov["mask_slices_sha256"], model_mask, margin)
     if plan.full:
-        start = int(prov.get("start_slice", grid.num_slices // 2))
-        result = yield from sample_volume(bundle, edited_mask, image=image, position=start / grid.num_slices,
-                                          options=options, cancel=cancel)
+        start = min(int(prov.get("start_slice", grid.num_slices // 2)), grid.num_slices - 1)
+        result = yield from sample_volume(bundle, edited_mask, image=image, start=start, options=options,
+                                          cancel=cancel)
         result.provenance["regenerated"] = {**plan.to_dict(), "reason": f"the range covers over "
                                             f"{FULL_RUN_FRACTION:.0%} of the slices: a full run is cheaper"}
         return result
