@@ -157,3 +157,24 @@ def test_a_dock_removed_by_napari_cancels_its_run(viewer_case, qtbot):
     viewer.window.remove_dock_widget(widget)
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     assert job.state == "cancelled" and job.token.cancelled
+
+
+def test_quality_presets_set_the_solver_and_steps_and_hand_edits_show_custom(viewer_case, qtbot):
+    from napari_gem3d._napari.widget_sampling import CUSTOM, QUALITY
+
+    viewer, _, _ = viewer_case
+    widget = _dock(viewer, qtbot)
+    assert widget.quality.value == "Fast (8 steps)" and (widget.solver.value, widget.steps.value) == ("dpmpp2m", 8)
+    for name, preset in QUALITY.items():
+        widget.quality.value = name
+        assert (widget.solver.value, widget.steps.value) == preset
+    widget.steps.value = 30
+    assert widget.quality.value == CUSTOM and widget.solver.value == "ddim"
+    widget.steps.value = 25
+    assert widget.quality.value == "Standard (25 steps)"
+    widget.quality.value = "Fast (8 steps)"
+    widget.device.value = "cpu"
+    job = widget.run()
+    qtbot.waitUntil(lambda: job.finished, timeout=60_000)
+    prov = widget.live.layer.metadata[RESULT_KEY]["provenance"]
+    assert prov["solver"] == "dpmpp2m" and prov["steps"] == 8

@@ -36,6 +36,14 @@ VIEWS = {
     "coronal": ((1, 0, 2), ("up", "right")),
     "sagittal": ((2, 0, 1), ("up", "right")),
 }
+#: quality presets of the dock: name -> (solver, steps). DPM-Solver++ at 8 steps scored as DDIM-25 on held-out
+#: Colin27 in a third of the time (benchmarks/bench_interactive.py; docs/benchmarks.md)
+QUALITY = {
+    "Fast (8 steps)": ("dpmpp2m", 8),
+    "Standard (25 steps)": ("ddim", 25),
+    "Official (50 steps)": ("ddim", 50),
+}
+CUSTOM = "Custom (Advanced)"
 BOX_NAME = "GEM-3D window"
 BOX_KEY = "gem3d_window_box"  # metadata flag of the box layers (found again by a reopened dock)
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
@@ -242,6 +250,12 @@ class SamplingWidget(DockWidget):
             tooltip="the slice generation starts from (with the scan's appearance) and spreads up and down "
                     "from; counted along the model's slice axis, as the Informed slice dock counts",
         )
+        self.quality = ComboBox(
+            name="quality", label="Quality", choices=[*QUALITY, CUSTOM], value=next(iter(QUALITY)),
+            tooltip="Fast: DPM-Solver++, 8 denoising steps (about a third of Standard's time, as good on held-out "
+                    "brains); Standard: DDIM, 25 steps; Official: DDIM, 50 steps as the paper. Custom: the "
+                    "solver and steps set under Advanced",
+        )
         self.view = ComboBox(
             name="view", label="View", choices=list(VIEWS), value="axial",
             tooltip="the plane shown: in coronal or sagittal view each window fills as a band",
@@ -286,7 +300,8 @@ class SamplingWidget(DockWidget):
             name="compat", text="Official compat", value=False,
             tooltip="reproduce the official GEM-3D code exactly, its known bugs included (GEM-3D method only)",
         )
-        self.main = Container(widgets=[self.mask, self.image, self.informed, self.mode, self.start, self.view])
+        self.main = Container(widgets=[self.mask, self.image, self.informed, self.mode, self.start, self.quality,
+                                       self.view])
         self.advanced = Container(widgets=[self.steps, self.solver, self.eta, self.coherence, self.seed,
                                            self.device, self.precision])
         self.fields = [*self.main, self.follow, self.force, *self.advanced, self.compat]
@@ -350,6 +365,10 @@ class SamplingWidget(DockWidget):
         self.mask.changed.connect(self._mask_chosen)
         self.view.changed.connect(self._view_chosen)
         self.mode.changed.connect(self._mode_chosen)
+        self.quality.changed.connect(self._quality_chosen)
+        self.solver.changed.connect(self._sampler_set)
+        self.steps.changed.connect(self._sampler_set)
+        self._quality_chosen()
         self._show_model(self.session.bundle)
         self.reset_choices()
         if self.session.informed is not None:  # chosen before this dock opened: it is the user's choice
@@ -455,6 +474,22 @@ class SamplingWidget(DockWidget):
     def _mode_chosen(self, *_) -> None:
         gem3d = METHODS[self.mode.value] == "gem3d"
         self.informed.enabled = self.compat.enabled = self.coherence.enabled = gem3d
+
+    def _quality_chosen(self, *_) -> None:
+        preset = QUALITY.get(self.quality.value)
+        if preset is not None:
+            self._setting_quality = True
+            try:
+                self.solver.value, self.steps.value = preset
+            finally:
+                self._setting_quality = False
+
+    def _sampler_set(self, *_) -> None:
+        """Solver or steps set by hand: the quality shows the preset they make, else Custom."""
+        if getattr(self, "_setting_quality", False):
+            return
+        chosen = (self.solver.value, int(self.steps.value))
+        self.quality.value = next((name for name, preset in QUALITY.items() if preset == chosen), CUSTOM)
 
     def _view_chosen(self, *_) -> None:
         order, orientation = VIEWS[self.view.value]

@@ -116,7 +116,8 @@ def regenerate(
     """Yield the regenerated windows; return the previous volume with the changed range replaced.
 
     ``previous`` is the earlier result as read from its file (its provenance in the header) in the
-    mask's geometry; ``margin`` None chooses it by the result's slice noise (:func:`margin_for`); ``image`` the informed image, needed only if a full run is chosen. ``option_overrides``
+    mask's geometry; ``margin`` None chooses it by the result's slice noise (:func:`margin_for`); ``image``
+    the informed image, needed only if a full run is chosen. ``option_overrides``
     may set ``device``, ``precision`` or ``decode_chunk``; everything else comes from the provenance.
     """
     from .propagate import generate
