@@ -8,7 +8,6 @@ from an older version as stale), the result layers, and the viewer's one running
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -30,8 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 DEVICES = ("auto", "cpu", "cuda", "mps")
 STALE_SUFFIX = " [stale]"
-#: modules the first Run needs on the GUI thread (the domain check's Otsu threshold: ~0.2 s to import)
-WARM_IMPORTS = ("skimage.filters",)
 
 
 def real_layer(layer):
@@ -170,10 +167,7 @@ def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
             folder.parent.mkdir(parents=True, exist_ok=True)
             convert_official(folder, **{kind: path}, params=_sidecar_params(path))
     yield f"Loading model {folder.name}"
-    bundle = load_bundle(folder, device="cpu")
-    for module in WARM_IMPORTS:  # imported here, in the worker, not at the first Run on the GUI thread
-        importlib.import_module(module)
-    return bundle
+    return load_bundle(folder, device="cpu")
 
 
 def load_model_files(path: str | os.PathLike, cache: Path | None = None):
