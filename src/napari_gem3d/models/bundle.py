@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ..diffusion.schedule import NoiseSchedule
@@ -254,11 +254,18 @@ def _read_config(folder: Path) -> BundleConfig:
     return BundleConfig.from_dict(data, source=str(cfg_path))
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, read one at a time: ``load_file`` holds the GIL for the whole
+    file, which froze napari's GUI thread for a quarter of a second while a worker loaded the demo model."""
+    with safe_open(str(path), framework="pt") as fh:
+        return {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+
+
 def _load_weights(module: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise BundleError(f"{path}: weights file is missing")
     try:
-        state = load_file(str(path))
+        state = _read_tensors(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{path}: not a readable safetensors file ({exc})") from None
     expected = module.state_dict()
