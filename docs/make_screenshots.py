@@ -1,6 +1,6 @@
 """Screenshots of the GEM-3D docks for the README (run under Xvfb on a headless machine).
 
-    xvfb-run -a python docs/make_screenshots.py [--out docs/screenshots] [--steps 10]
+    xvfb-run -a python docs/make_screenshots.py [--out docs/screenshots] [--steps N]
 
 Uses the bundled demo case and model when they are installed; otherwise a synthetic brain phantom and a
 small random-weight model (the pictures then show the workflow, not image quality).
@@ -100,7 +100,7 @@ def save(viewer, path: Path, app) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "screenshots")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the docks' defaults)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -175,7 +175,9 @@ def main(argv=None) -> int:
     d = dock(sampling, "Sampling")
     sampling.mask.value, sampling.image.value = mask_layer, image_layer
     sampling.informed.value = INFORMED_IMAGE
-    sampling.steps.value, sampling.device.value = args.steps, "cpu"
+    sampling.device.value = "cpu"  # the dock's default quality (Fast); --steps sets the steps instead
+    if args.steps:
+        sampling.steps.value = args.steps
     sampling.view.value = "coronal"  # the filled band, the running window and the scan beneath are visible
     mask_layer.visible = False
     shots = {}
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
     gallery.mask.value, gallery.reference.value = mask_layer, image_layer
     gallery.informed_layers.value = [image_layer]
     gallery.generated.value = 1 if bundle.slice is not None else 0
-    gallery.steps.value, gallery.device.value = args.steps, "cpu"
+    gallery.steps.value, gallery.device.value = args.steps or 10, "cpu"
     job = gallery.run()
     wait(app, lambda: job.finished)
     viewer.reset_view()
