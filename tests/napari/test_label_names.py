@@ -26,7 +26,7 @@ def test_the_demo_scheme_comes_from_config_json_without_loading_weights(monkeypa
         raise AssertionError("the label names must not load model weights")
 
     monkeypatch.setattr(bundle_module, "load_bundle", no_weights)
-    monkeypatch.setattr(bundle_module, "load_file", no_weights)
+    monkeypatch.setattr(bundle_module, "_read_tensors", no_weights)
     config = json.loads((napari_gem3d.demo_model_path() / "config.json").read_text())
     scheme = demo_scheme()
     assert scheme.names == {int(k): v for k, v in config["labels"]["names"].items()}

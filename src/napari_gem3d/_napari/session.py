@@ -141,11 +141,12 @@ def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
     than the published ones can sit beside it as ``<stem>.params.json``.
     """
     from ..models import load_bundle
-    from ..models.convert import convert_official
 
     path = Path(path)
     folder = path
     if not path.is_dir():
+        from ..models.convert import convert_official  # (only for a checkpoint: it imports the official code)
+
         if path.suffix.lower() not in (".ckpt", ".pt", ".pth"):
             raise ValueError(
                 f"{path.name}: choose a model bundle folder (config.json + *.safetensors) or an "

@@ -211,6 +211,28 @@ def build_bundle(config: BundleConfig) -> ModelBundle:
     return ModelBundle(config, AutoencoderKL(config.vae), unets)
 
 
+def _unfilled_bundle(config: BundleConfig) -> ModelBundle:
+    """Modules of ``config``'s shapes with uninitialised memory, for weights read from files right after.
+
+    Built on the meta device, then given empty CPU storage: the random initialisation that
+    :func:`build_bundle` runs (torch init ops, which hold the GIL for a fifth of a second for the demo
+    model and froze napari's GUI thread while a worker loaded it) would be overwritten anyway. Every
+    parameter and buffer is then filled by the strict state-dict load; a module keeping another tensor
+    (which ``to_empty`` cannot fill) gets the ordinary build instead.
+    """
+    with torch.device("meta"):
+        bundle = build_bundle(config)
+    for module in bundle.modules().values():
+        module.to_empty(device="cpu")
+    stray = any(
+        isinstance(value, torch.Tensor) and value.is_meta
+        for module in bundle.modules().values()
+        for sub in module.modules()
+        for value in vars(sub).values()
+    )
+    return build_bundle(config) if stray else bundle
+
+
 def _file_sha256(path: Path) -> str:
     """sha256 of a file; a safetensors header is hashed in canonical JSON form.
 
@@ -305,7 +327,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     folder = Path(path)
     _refuse_non_bundle(folder)
     config = _read_config(folder)
-    bundle = build_bundle(config)
+    bundle = _unfilled_bundle(config)
     for name, module in bundle.modules().items():
         _load_weights(module, folder / f"{name}.safetensors")
         module.eval().requires_grad_(False)
