@@ -63,10 +63,9 @@ def case():
 
 
 @pytest.fixture
-def viewer_case(make_napari_viewer, case, bundle, bundle_path):
-    """A shown viewer with the synthetic image + mask as layers and the tiny model in its session."""
+def viewer_case_without_model(make_napari_viewer, case):
+    """A shown viewer with the synthetic image + mask as layers and no model loaded yet (first use)."""
     from napari_gem3d._napari.layers import volume_to_layer
-    from napari_gem3d._napari.session import get_session
 
     viewer = make_napari_viewer(show=True)
     image, mask = case
@@ -74,5 +73,14 @@ def viewer_case(make_napari_viewer, case, bundle, bundle_path):
     image_layer = viewer.add_image(data, **kwargs)
     data, kwargs = volume_to_layer(mask, "labels", name="mask")
     mask_layer = viewer.add_labels(data, **kwargs)
+    return viewer, image_layer, mask_layer
+
+
+@pytest.fixture
+def viewer_case(viewer_case_without_model, bundle, bundle_path):
+    """A shown viewer with the synthetic image + mask as layers and the tiny model in its session."""
+    from napari_gem3d._napari.session import get_session
+
+    viewer, image_layer, mask_layer = viewer_case_without_model
     get_session(viewer).set_bundle(bundle, str(Path(bundle_path).resolve()))
     return viewer, image_layer, mask_layer

@@ -151,16 +151,11 @@ def test_deenhance_cases_from_layers_and_a_folder(viewer_case, qtbot, tmp_path, 
     assert job.worker.pbar.total == job.updates  # the folder case's windows are in napari's progress too
 
 
-def test_first_run_loads_the_model_in_the_background(make_napari_viewer, case, bundle_path, qtbot, monkeypatch):
+def test_first_run_loads_the_model_in_the_background(viewer_case_without_model, bundle_path, qtbot, monkeypatch):
     import napari_gem3d._napari.session as session_module
 
     monkeypatch.setattr(session_module, "default_model_path", lambda: bundle_path)  # the tiny model as "bundled"
-    viewer = make_napari_viewer(show=True)
-    image, mask = case
-    data, kwargs = volume_to_layer(image, "image", name="image")
-    image_layer = viewer.add_image(data, **kwargs)
-    data, kwargs = volume_to_layer(mask, "labels", name="mask")
-    mask_layer = viewer.add_labels(data, **kwargs)
+    viewer, image_layer, mask_layer = viewer_case_without_model
     widget = _widget(viewer)
     session = widget.session
     assert session.bundle is None

@@ -236,22 +236,16 @@ def test_mask_from_image_adds_a_model_ready_layer_in_the_image_geometry(viewer_c
 
 
 def test_mask_from_image_loads_the_model_in_a_worker_first(
-    make_napari_viewer, case, bundle, qtbot, tmp_path, monkeypatch
+    viewer_case_without_model, bundle, qtbot, tmp_path, monkeypatch
 ):
     """With no model loaded, the bundled model loads in a worker (the call returns at once), then the mask
     is made."""
     from napari_gem3d._napari import session as session_module
-    from napari_gem3d._napari.layers import volume_to_layer
     from napari_gem3d.models import save_bundle
 
     folder = save_bundle(_carded(bundle), tmp_path / "demo")
     monkeypatch.setattr(session_module, "default_model_path", lambda: folder)
-    viewer = make_napari_viewer(show=True)
-    image, mask = case
-    data, kwargs = volume_to_layer(image, "image", name="image")
-    image_layer = viewer.add_image(data, **kwargs)
-    data, kwargs = volume_to_layer(mask, "labels", name="mask")
-    mask_layer = viewer.add_labels(data, **kwargs)
+    viewer, image_layer, mask_layer = viewer_case_without_model
     session = get_session(viewer)
     assert session.bundle is None
     widget = _editor(viewer)
