@@ -11,7 +11,8 @@ from dock_helpers import overflow, show_docked, visible_height, without_tooltip
 from napari_gem3d._napari.layers import RESULT_KEY
 from napari_gem3d._napari.session import STALE_SUFFIX
 from napari_gem3d._napari.widget_informed import InformedSliceWidget
-from napari_gem3d._napari.widget_sampling import BOX_KEY, INFORMED_IMAGE, SamplingWidget
+from napari_gem3d._napari.widget_sampling import INFORMED_IMAGE, SamplingWidget
+from napari_gem3d._napari.window_boxes import BOX_KEY
 
 
 def _dock(viewer, qtbot, cls=SamplingWidget, name="GEM-3D sampling"):

@@ -1,12 +1,12 @@
 """Sampling dock: mask (+ image, informed slice) -> a new volume, filled live window by window.
 
 On Run (GUI thread) the inputs are snapshotted (layer data copied), checked cheaply (labels, geometry),
-the window plan is computed, and an output Image layer is preallocated in the mask's geometry with
-explicit contrast limits. A worker then runs :func:`sampling_steps`: it prepares the frozen request
-(``pipeline.prepare_request``: resampling to the model grid), drives the one sampler generator, maps each
-finished window into the source geometry and intensity units (``volume.slab_from_model`` + the reference
-``FittedNorm.inverse``) and finally resamples the whole volume back (``pipeline.finish``). The GUI thread
-only copies finished blocks into the layer in place. A yellow box shows the window(s) being generated.
+the window plan is computed, and an output Image layer is preallocated in the mask's geometry, see-through
+until filled (``result_display``). A worker then runs :func:`~.sampling_steps.sampling_steps`: it prepares
+the frozen request (``pipeline.prepare_request``: resampling to the model grid), drives the one sampler
+generator, maps each finished window into the source geometry and intensity units and finally resamples the
+whole volume back (``pipeline.finish``). The GUI thread only copies finished blocks into the layer in place.
+Yellow boxes (``window_boxes``) show the window(s) being generated.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from superqt.utils import qthrottled
 
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
-from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of, window_index_range
+from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
 from .result_display import done_display, fill_display, filling_display, result_name
+from .sampling_steps import Prepared, WindowBlock, plan_for, regeneration_steps, sampling_steps
+from .window_boxes import WindowBoxes
 
 GEM3D = "GEM-3D"
 METHODS = {GEM3D: "gem3d", "Mask only (baseline)": "baseline"}
@@ -44,159 +46,8 @@ QUALITY = {
     "Official (50 steps)": ("ddim", 50),
 }
 CUSTOM = "Custom (Advanced)"
-BOX_NAME = "GEM-3D window"
-BOX_KEY = "gem3d_window_box"  # metadata flag of the box layers (found again by a reopened dock)
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
 REGEN_DEBOUNCE_MS = 500  # the "auto" regeneration: wait this long after the last edit
-
-
-def plan_for(config, num_slices: int, start: int, start_known: bool, options) -> list:
-    """The window plan the sampler will follow (the same arguments ``propagate.generate`` uses)."""
-    from ..sampling.plan import plan_windows
-
-    overlap = config.overlap if options.overlap is None else options.overlap
-    return plan_windows(
-        num_slices, config.window, overlap, start, start_known=start_known, official=options.official_compat
-    )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """First message of a run: the reference intensity mapping (``None``: model range [-1, 1])."""
-
-    reference: Any
-
-
-@dataclass(frozen=True)
-class WindowBlock:
-    """One finished window, already mapped into the source array: ``data[index] = block``."""
-
-    update: Any
-    index: tuple
-    block: np.ndarray
-
-
-def sampling_steps(bundle, mask, *, image, informed, start, options, cancel):
-    """Worker side of a run (Qt-free): prepare the request, drive the one sampler generator, map each
-    window into the source geometry and intensity units, and return the finished ``GeneratedVolume``.
-
-    Everything heavy (resampling to the model grid, sampling, resampling back) happens here, so the
-    GUI thread only copies finished blocks into the preallocated layer.
-    """
-    from ..sampling.pipeline import finish, prepare_request
-    from ..sampling.propagate import generate
-
-    request, grid, reference = prepare_request(
-        bundle.config, mask, image=image, informed=informed, start=start, options=options
-    )
-    yield Prepared(reference)
-    result = yield from window_blocks(generate(bundle, request, cancel=cancel), grid, reference)
-    return finish(result, grid, reference, mask)
-
-
-def regeneration_steps(bundle, previous, edited, *, image, margin, cancel, **overrides):
-    """Worker side of "Regenerate changes" (Qt-free): drive :func:`sampling.regenerate.regenerate` and map
-    each refilled window into the source geometry, as :func:`sampling_steps` does for a full run."""
-    from ..sampling.regenerate import regenerate
-    from ..volume import FittedNorm, model_grid
-
-    prov = previous.header["provenance"]
-    reference = FittedNorm.from_dict(prov["intensity"]) if isinstance(prov.get("intensity"), dict) else None
-    grid = model_grid(edited, bundle.config.image_size, bundle.config.slice_axis)
-    gen = regenerate(bundle, previous, edited, image=image, margin=margin, cancel=cancel, **overrides)
-    # clipped as regenerate() clips the slices it puts into the result, so the preview equals it
-    return (yield from window_blocks(gen, grid, reference, clip=True))
-
-
-def window_blocks(gen, grid, reference, *, clip: bool = False):
-    """Drive a sampler generator; yield each finished window as a :class:`WindowBlock` in the source
-    geometry and intensity units (``clip``: to the model range [-1, 1] first); return its value."""
-    from ..volume import slab_from_model
-
-    while True:
-        try:
-            update = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        slices = np.clip(update.slices, -1.0, 1.0) if clip else update.slices
-        values = reference.inverse(slices) if reference is not None else slices
-        index, block = slab_from_model(values, update.z0, grid, "image")
-        yield WindowBlock(update, index, block)
-
-
-class WindowBoxes:
-    """Yellow bounding boxes (Points layers with the bounding-box overlay) around the running windows.
-
-    The box layers are made once and reused (hidden between runs): adding and removing layers costs far
-    more GUI time than moving a box.
-    """
-
-    def __init__(self, viewer):
-        self.viewer = viewer
-        self.layers: list[Any] = []
-        self.grid = None
-        self.like: Any = None
-
-    def attach(self, like_layer, grid) -> None:
-        self.like, self.grid = weakref.ref(like_layer), grid
-
-    def adopt(self) -> None:
-        """Reuse the box layers a previous sampling dock of this viewer left (a reopened dock makes none new)."""
-        found = [layer for layer in self.viewer.layers if layer.metadata.get(BOX_KEY)]
-        self.layers = found + [layer for layer in self.layers if layer not in found]
-
-    def raise_to_top(self) -> None:
-        """Keep the boxes above a newly added result layer."""
-        layers = self.viewer.layers
-        for layer in [lyr for lyr in self.layers if lyr in layers]:
-            layers.move(layers.index(layer), len(layers))
-
-    def show(self, windows: list[tuple[int, int]]) -> None:
-        like = self.like() if self.like is not None else None
-        if like is None:
-            windows = []
-        self.layers = [layer for layer in self.layers if layer in self.viewer.layers]
-        while len(self.layers) < len(windows):
-            self.layers.append(self._new_layer(like, len(self.layers)))
-        for layer, (start, stop) in zip(
-            self.layers, windows, strict=False
-        ):  # more layers than windows: rest hidden
-            axis, (lo, hi) = window_index_range(self.grid, start, stop)
-            a, b = np.zeros(3), np.asarray(like.data.shape, float) - 1
-            a[axis], b[axis] = lo, hi - 1
-            if any(
-                getattr(layer, name) is not None and not np.allclose(getattr(layer, name), value)
-                for name, value in (("scale", like.scale), ("translate", like.translate))
-            ):
-                for name, value in transforms_of(like).items():
-                    setattr(layer, name, value)
-            layer.data = np.stack([a, b])
-            # toggling the overlay, not the layer: a layer's visibility re-slices and redraws the scene
-            if not layer.bounding_box.visible:
-                layer.bounding_box.visible = True
-        for layer in self.layers[len(windows) :]:
-            if layer.bounding_box.visible:
-                layer.bounding_box.visible = False
-
-    def _new_layer(self, like, k: int):
-        active = self.viewer.layers.selection.active
-        layer = self.viewer.add_points(
-            np.zeros((2, 3)),
-            name=BOX_NAME if k == 0 else f"{BOX_NAME} {k + 1}",
-            size=0.01,
-            opacity=0.0,
-            metadata={BOX_KEY: True},
-            **transforms_of(like),
-        )
-        layer.bounding_box.visible = True
-        layer.bounding_box.points = False
-        layer.bounding_box.line_color = "yellow"
-        layer.bounding_box.line_thickness = 2
-        self.viewer.layers.selection.active = active  # keep the user's active layer (e.g. the mask)
-        return layer
-
-    def hide(self) -> None:
-        self.show([])
 
 
 @dataclass

@@ -3,11 +3,13 @@
 Its structure follows the published KL-f8 first stage, so the official weights load through
 :mod:`napari_gem3d.models.official`; smaller configurations (1 input channel, f4) are ours.
 Encoding returns the posterior **mean** (deterministic); ``posterior`` gives mean and log-variance.
+The encoder and decoder are shared with the VQ first stage (:mod:`napari_gem3d.models.vq`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class VAEConfig:
+    kind: ClassVar[str] = "kl"  # the first-stage kind a bundle records (``vq``: models/vq.py)
+
     in_channels: int = 3
     out_channels: int = 3
     ch: int = 128
@@ -127,7 +131,9 @@ class _Level(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VAEConfig):
+    """``double_z``: mean and log-variance channels (KL); the VQ encoder outputs ``z_channels`` only."""
+
+    def __init__(self, cfg: VAEConfig, double_z: bool = True):
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         self.stem = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
@@ -140,7 +146,7 @@ class Encoder(nn.Module):
             cin = cout
         self.mid = _Mid(cin, cfg.mid_attention)
         self.head_norm = _norm(cin)
-        self.head_conv = nn.Conv2d(cin, 2 * cfg.z_channels, 3, padding=1)
+        self.head_conv = nn.Conv2d(cin, (2 if double_z else 1) * cfg.z_channels, 3, padding=1)
 
     def forward(self, x):
         h = self.stem(x)
@@ -199,8 +205,13 @@ class AutoencoderKL(nn.Module):
         mean, logvar = self.quant(self.encoder(x)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.posterior(x)[0]
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The posterior mean, or with a (CPU) ``generator`` a posterior sample (``official_compat``)."""
+        mean, logvar = self.posterior(x)
+        if generator is None:
+            return mean
+        eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant(z))
