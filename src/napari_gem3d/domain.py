@@ -50,13 +50,14 @@ OBLIQUE_DEGREES = 5.0
 class DomainError(ValueError):
     """An input outside the model's domain; ``report`` holds every finding (printed one per line)."""
 
-    def __init__(self, report: DomainReport, what: str = "the inputs"):
+    def __init__(self, report: DomainReport, what: str = "the inputs", override: str = "pass --force"):
         self.report = report
         codes = ", ".join(dict.fromkeys(f.code for f in report.errors))
-        lines = [f"{what} are outside the model's domain ({report.model}: {codes}):"]
+        self.headline = f"{what} are outside the model's domain ({report.model}: {codes})"
+        lines = [f"{self.headline}:"]
         lines += [f"  - {f.line()}" for f in report.errors]
         lines += [f"  - {f.line()}" for f in report.findings if f.severity != "error"]
-        lines.append("Nothing was generated. To generate anyway, pass --force (the findings are recorded in the "
+        lines.append(f"Nothing was generated. To generate anyway, {override} (the findings are recorded in the "
                      "output's provenance and description).")
         super().__init__("\n".join(lines))
 
@@ -326,15 +327,16 @@ def check_domain(config, mask: Volume, image: Volume | None = None, *, informed:
 
 
 def require_domain(config, mask: Volume, image: Volume | None = None, *, informed: Volume | None = None,
-                   force: bool = False, what: str = "the inputs") -> DomainReport:
-    """:func:`check_domain`, raising :class:`DomainError` when out of domain unless ``force``."""
+                   force: bool = False, what: str = "the inputs", override: str = "pass --force") -> DomainReport:
+    """:func:`check_domain`, raising :class:`DomainError` when out of domain unless ``force``; ``override``
+    tells the user how to force it where they are (the CLI's flag, a dock's check box)."""
     from .masks import require_label_map
 
     # a mask no model can use (empty, NaN, fractional, undeclared labels) is an input error, not a domain question
     config.labels.validate(require_label_map(mask.array))
     report = check_domain(config, mask, image, informed=informed)
     if not report.in_domain and not force:
-        raise DomainError(report, what)
+        raise DomainError(report, what, override)
     return report
 
 

@@ -245,6 +245,7 @@ def test_out_of_domain_is_refused_before_any_work_and_run_anyway_records_it(view
     layers_before = len(viewer.layers)
     assert widget.run() is None
     assert "outside the model's domain" in widget.status.text() and "modality" in widget.status.text()
+    assert "tick 'Run anyway" in widget.status.text() and "--force" not in widget.status.text()  # the dock's words
     assert len(viewer.layers) == layers_before  # refused before any output layer was made
     assert "MR T1, brain" in widget.model_label.text()
     widget.force.value = True

@@ -382,7 +382,8 @@ class GalleryWidget(DockWidget):
         """The domain check before any work: out of domain is refused unless "Run anyway" is ticked."""
         from ..domain import require_domain
 
-        require_domain(bundle.config, mask, image, informed=informed, force=bool(self.force.value), what=what)
+        require_domain(bundle.config, mask, image, informed=informed, force=bool(self.force.value), what=what,
+                       override="tick 'Run anyway if out of domain' under Advanced")
 
     def _image_for(self, mask_layer):
         """The image layer sharing the mask's geometry (the difference reference), if any."""

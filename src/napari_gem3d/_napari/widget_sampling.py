@@ -433,8 +433,10 @@ class SamplingWidget(DockWidget):
     def _not_started(self, exc) -> None:
         from napari.utils.notifications import show_error
 
-        first = str(exc).split("\n")[0]
-        show_error(f"GEM-3D: {first[:160]}{'…' if len(first) > 160 else ''} (details in the Sampling dock)")
+        from ..domain import DomainError
+
+        first = "outside the model's domain" if isinstance(exc, DomainError) else str(exc).split("\n")[0]
+        show_error(f"GEM-3D not started: {first[:120]}{'…' if len(first) > 120 else ''} (see the Sampling dock)")
         self.status.setText(f"Not started: {exc}")
 
     def _start(self, bundle) -> Job:
@@ -492,7 +494,8 @@ class SamplingWidget(DockWidget):
             )
         domain = require_domain(bundle.config, mask_volume, image_volume, force=bool(self.force.value),
                                 what=f"mask {mask_layer.name!r}" + (f" and image {image_layer.name!r}" if image_layer
-                                                                   else ""))
+                                                                   else ""),
+                                override="tick 'Run anyway if out of domain' and press Run again")
         grid = model_grid(mask_volume, bundle.config.image_size, bundle.config.slice_axis)
         start = int(self.start.value)
         if not 0 <= start < grid.num_slices:

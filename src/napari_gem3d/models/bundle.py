@@ -4,7 +4,7 @@ Layout::
 
     my_model/
       config.json          format, version, latent space, schedule, window, labels, grid, provenance
-      vae.safetensors      required
+      vae.safetensors      required: the first stage, KL (default) or VQ autoencoder (``components.vae.kind``)
       volume.safetensors   GEM-3D volume UNet (mask + informed slice)      } at least one
       baseline.safetensors mask-only volume UNet (Make-A-Volume baseline) }
       slice.safetensors    optional position-conditioned informed-slice generator
@@ -33,9 +33,10 @@ from ..diffusion.schedule import NoiseSchedule
 from ..masks import LabelSpec
 from ..volume import IntensityNorm
 from .card import ModelCard
+from .first_stage import FirstStage, build_first_stage, first_stage_config
 from .latent import MASK_CONDITIONS, LatentCodec
 from .unet import SliceUNet, UNetConfig, VolumeUNet, build_unet
-from .vae import AutoencoderKL, VAEConfig
+from .vae import VAEConfig
 
 FORMAT = "gem3d-bundle"
 FORMAT_VERSION = 1
@@ -52,7 +53,7 @@ class BundleError(ValueError):
 class BundleConfig:
     """Everything the sampler needs to know besides the weights."""
 
-    vae: VAEConfig
+    vae: VAEConfig  # or its subclass VQConfig (the VQ first stage)
     unets: dict[str, UNetConfig]  # subset of UNET_COMPONENTS
     schedule: NoiseSchedule
     labels: LabelSpec
@@ -124,7 +125,7 @@ class BundleConfig:
             "schedule": self.schedule.to_dict(),
             "labels": self.labels.to_dict(),
             "components": {
-                "vae": {"config": self.vae.to_dict(), "weights": "vae.safetensors"},
+                "vae": {"kind": self.vae.kind, "config": self.vae.to_dict(), "weights": "vae.safetensors"},
                 **{k: {"config": v.to_dict(), "weights": f"{k}.safetensors"} for k, v in self.unets.items()},
             },
             "card": self.card.to_dict(),
@@ -146,7 +147,7 @@ class BundleConfig:
         try:
             comps = d["components"]
             return cls(
-                vae=VAEConfig.from_dict(comps["vae"]["config"]),
+                vae=first_stage_config(comps["vae"]["config"], comps["vae"].get("kind", "kl")),
                 unets={k: UNetConfig.from_dict(comps[k]["config"]) for k in UNET_COMPONENTS if k in comps},
                 schedule=NoiseSchedule.from_dict(d["schedule"]),
                 labels=LabelSpec.from_dict(d["labels"]),
@@ -171,7 +172,7 @@ class BundleConfig:
 @dataclass
 class ModelBundle:
     config: BundleConfig
-    vae: AutoencoderKL
+    vae: FirstStage
     unets: dict[str, nn.Module]
     path: Path | None = None
     model_hash: str = ""
@@ -208,7 +209,7 @@ class ModelBundle:
 def build_bundle(config: BundleConfig) -> ModelBundle:
     """Fresh modules (random / identity initialisation) for ``config``."""
     unets = {k: build_unet(v) for k, v in config.unets.items()}
-    return ModelBundle(config, AutoencoderKL(config.vae), unets)
+    return ModelBundle(config, build_first_stage(config.vae), unets)
 
 
 def _unfilled_bundle(config: BundleConfig) -> ModelBundle:

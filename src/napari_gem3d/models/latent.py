@@ -1,8 +1,9 @@
 """Between pixels and latents: image slices, informed slices and masks through the VAE.
 
-Images are grey slices in [-1, 1]. They are repeated to the VAE's input channels, encoded to
-the posterior mean and multiplied by the latent scale factor; decoding divides by it and keeps
-channel 0. Masks reach the latent grid in one of two ways:
+Images are grey slices in [-1, 1]. They are repeated to the VAE's input channels, encoded (the KL
+posterior mean, or the VQ autoencoder's nearest codes) and multiplied by the latent scale factor;
+decoding divides by it and keeps channel 0 (a VQ decoder snaps to the codebook first). Both first
+stages (models/first_stage.py) work here alike. Masks reach the latent grid in one of two ways:
 
 * ``"vae"`` (official): the encoded label image (one grey channel) goes through the VAE like
   anatomy;
@@ -18,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 
-from .vae import AutoencoderKL
+from .first_stage import FirstStage
 
 MASK_CONDITIONS = ("vae", "pool")
 
 
 @dataclass
 class LatentCodec:
-    vae: AutoencoderKL
+    vae: FirstStage
     scale_factor: float
     mask_condition: str = "vae"
 
@@ -52,18 +53,14 @@ class LatentCodec:
     def encode(self, images: torch.Tensor, chunk: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(N, 1, H, W)`` in [-1, 1] -> scaled latents ``(N, C, H/f, W/f)``.
 
-        The posterior mean, unless a (CPU) ``generator`` is given: then a posterior sample, as the
-        official code draws (``official_compat``).
+        The KL posterior mean, unless a (CPU) ``generator`` is given: then a posterior sample, as the
+        official code draws (``official_compat``). A VQ autoencoder's codes are deterministic.
         """
         param = next(self.vae.parameters())
         out = []
         for start in range(0, images.shape[0], chunk):
             x = self._to_vae_channels(images[start : start + chunk].to(param.device, param.dtype))
-            mean, logvar = self.vae.posterior(x)
-            if generator is not None:
-                eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
-                mean = mean + torch.exp(0.5 * logvar) * eps
-            out.append(mean * self.scale_factor)
+            out.append(self.vae.encode(x, generator=generator) * self.scale_factor)
         return torch.cat(out)
 
     def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
