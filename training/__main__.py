@@ -17,8 +17,13 @@ def main(argv: list[str] | None = None) -> int:
             print("the rl stage is not installed (training/rl/)", file=sys.stderr)
             return 2
         return rl_main(argv[1:])
+    if argv[:1] == ["pretrain-seg"]:  # diffusion pretraining of the downstream segmenter (training/pretrain_seg/)
+        from .pretrain_seg.__main__ import main as pretrain_main
+
+        return pretrain_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("stage", choices=[*STAGES, "rl"], help="training stage (rl: see python -m training rl -h)")
+    p.add_argument("stage", choices=[*STAGES, "rl", "pretrain-seg"],
+                   help="training stage (rl, pretrain-seg: see python -m training rl -h / pretrain-seg -h)")
     p.add_argument("--config", required=True, help="YAML config file (see training/configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set train.steps=100 (YAML value)")

@@ -2,6 +2,7 @@
 
     python -m training.recipes.demo --out runs/demo          # the run the studies read (bundles, cases)
     python -m training.studies --run runs/demo --out runs/studies [--only table2 c1] [--seeds 0 1 2]
+    python -m training.studies --run runs/demo --out runs/studies --only pretrain --seg-steps 150 --pretrain-steps 300
 
 Samples are cached under ``OUT/samples/`` and each study's numbers in ``OUT/<study>.json``: re-running
 continues where an interrupted run stopped. ``--report-only`` rewrites the report from those files.
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = ("table2", "c1", "compat", "c2", "table1", "downstream")
+ORDER = ("table2", "c1", "compat", "c2", "table1", "downstream", "pretrain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per generation")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seg-steps", type=int, default=None, help="segmenter training steps (pretrain study)")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="pretrain-seg steps (pretrain study)")
+    p.add_argument("--subjects", nargs="*", type=int, default=[1, 2, 3], help="labelled subjects (pretrain study)")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
 
     import torch
 
     from .context import StudyContext
-    from .downstream import downstream
+    from .downstream import STEPS, downstream
+    from .pretrain_arms import PRETRAIN_STEPS, pretrain_arms
     from .report import findings, write_report
     from .tables import STUDIES
 
@@ -52,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         for study in (s for s in ORDER if s in args.only):
             t0 = time.perf_counter()
             print(f"[studies] {study} ...", flush=True)
-            result = downstream(ctx) if study == "downstream" else STUDIES[study](ctx)
+            if study == "pretrain":
+                result = pretrain_arms(ctx, counts=tuple(args.subjects), seg_steps=args.seg_steps or STEPS,
+                                       pretrain_steps=args.pretrain_steps or PRETRAIN_STEPS)
+            else:
+                result = downstream(ctx) if study == "downstream" else STUDIES[study](ctx)
             tmp = out / f"{study}.json.part"
             tmp.write_text(json.dumps(result, indent=1))
             os.replace(tmp, out / f"{study}.json")

@@ -3,9 +3,10 @@
 Real training set: the first ``PER_SUBJECT`` variants with a tumour of each training subject. For k = 1, 2, 3
 each real case is re-generated k times by GEM-3D (its own true middle slice as the informed slice, its mask
 augmented with the paper's augmentation, one seed per copy) and the (generated image, augmented mask) pairs
-are added. A MONAI 2-D ``UNet`` (7 classes, Dice + cross-entropy) is trained for the same number of steps in
-every arm, so more data is not more optimisation; it is scored on the held-out real ``colin27_tumour``:
-Dice of the tumour (labels 4-6 merged), mean Dice of the tissues (CSF, GM, WM) and tumour HD95 in mm.
+are added. A MONAI 2-D ``UNet`` (7 classes, Dice + cross-entropy; ``training/pretrain_seg/network.py``) is
+trained for the same number of steps in every arm, so more data is not more optimisation; it is scored on the
+held-out real ``colin27_tumour``: Dice of the tumour (labels 4-6 merged), mean Dice of the tissues (CSF, GM,
+WM) and tumour HD95 in mm. ``pretrain_arms.py`` adds pretrained encoders and 1-3 labelled subjects.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from monai.networks.nets import UNet
 
 from napari_gem3d.metrics.segmentation import dice_per_label, hd95_per_label
 
+from ..pretrain_seg.network import load_encoder, segmentation_unet
 from .context import TUMOUR_LABELS, StudyContext, summarise
 
 SUBJECTS = ("mni152", "itk_t1", "brain1")
@@ -32,19 +34,20 @@ def _merge_tumour(labels: np.ndarray) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def real_cases(ctx: StudyContext) -> list[str]:
+def real_cases(ctx: StudyContext, subjects: tuple[str, ...] = SUBJECTS) -> list[str]:
     """The first ``PER_SUBJECT`` training variants of each subject whose mask holds a tumour."""
     chosen = []
-    for subject in SUBJECTS:
+    for subject in subjects:
         with_tumour = [n for n in ctx.training if n.startswith(f"{subject}_v")
                        and np.isin(np.asarray(ctx.cases[n].mask), TUMOUR_LABELS).any()]
         chosen += sorted(with_tumour)[:PER_SUBJECT]
     return chosen
 
 
-def training_pairs(ctx: StudyContext, copies: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def training_pairs(ctx: StudyContext, copies: int,
+                   subjects: tuple[str, ...] = SUBJECTS) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, mask) volumes: the real cases plus ``copies`` generated ones per real case."""
-    names = real_cases(ctx)
+    names = real_cases(ctx, subjects)
     pairs = [(np.asarray(ctx.cases[n].image), np.asarray(ctx.cases[n].mask)) for n in names]
     for n in names:
         for k in range(copies):
@@ -53,19 +56,22 @@ def training_pairs(ctx: StudyContext, copies: int) -> list[tuple[np.ndarray, np.
     return pairs
 
 
-def train_segmenter(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int) -> UNet:
+def train_segmenter(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, *, steps: int = STEPS,
+                    init=None) -> UNet:
+    """Train from random weights, or with the encoder of ``init`` (a ``pretrain-seg`` export) loaded."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     images = np.concatenate([p[0] for p in pairs]).astype(np.float32)
     masks = np.concatenate([p[1] for p in pairs]).astype(np.int64)
     keep = (masks > 0).reshape(len(masks), -1).any(axis=1)  # slices with some brain
     images, masks = images[keep], masks[keep]
-    net = UNet(spatial_dims=2, in_channels=1, out_channels=NUM_CLASSES, channels=(16, 32, 64, 128),
-               strides=(2, 2, 2), num_res_units=1)
+    net = segmentation_unet(NUM_CLASSES)
+    if init is not None:
+        load_encoder(net, init)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     net.train()
-    for _ in range(STEPS):
+    for _ in range(steps):
         idx = rng.integers(0, len(images), BATCH)
         x = torch.from_numpy(images[idx])[:, None]
         y = torch.from_numpy(masks[idx])[:, None]

@@ -15,6 +15,7 @@ TITLES = {
     "c2": "C.2: stage 2 (temporal layers) vs stage 1 only",
     "compat": "official_compat vs the fixed sampler",
     "downstream": "Table 4 (small): downstream segmentation with GEM-3D-enhanced training data",
+    "pretrain": "Issue 17: diffusion-pretrained segmenter (± coordinate head) vs GEM-3D data, 1-3 labelled subjects",
 }
 COLUMNS = {
     "table2": ("ms_ssim", "psnr_db", "consistency_ratio", "seconds"),
@@ -23,6 +24,7 @@ COLUMNS = {
     "c2": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "compat": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
+    "pretrain": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
 }
 NAMES = {
     "ms_ssim": "MS-SSIM ↑", "psnr_db": "PSNR dB ↑", "consistency_ratio": "consistency ratio (1 = real)",
@@ -84,6 +86,11 @@ def _compare(result: dict, a: str, b: str, metric: str, better: str) -> str:
     return f"{NAMES.get(metric, metric)} {ma:.3f} vs {mb:.3f} ({a} vs {b}): {verdict}, {sure} the seed spread"
 
 
+def subject_row(subjects: int, arm: str) -> str:
+    """The pretrain study's row label: ``arm`` trained with ``subjects`` labelled subjects."""
+    return f"{subjects} labelled subject{'s' if subjects > 1 else ''}: {arm}"
+
+
 #: (row a, row b, metric, which is better) pairs whose order the paper predicts (a better than b)
 CLAIMS = {
     "table2": [("GEM-3D (true informed slice)", "mask-only baseline", "ms_ssim", "higher")],
@@ -101,6 +108,13 @@ CLAIMS = {
                ("fixed sampler", "official_compat (official plan and re-noising)", "ms_ssim", "higher")],
     "downstream": [(f"real + {k}x GEM-3D", "real only", m, b) for k in (1, 2, 3)
                    for m, b in (("dice_tumour", "higher"), ("dice_tissue", "higher"))],
+    "pretrain": [(subject_row(n, a), subject_row(n, b), m, better) for n in (1, 2, 3)
+                 for a, b in (("diffusion-pretrained", "random init"),
+                              ("diffusion-pretrained + coordinate head", "random init"),
+                              ("diffusion-pretrained + coordinate head", "diffusion-pretrained"),
+                              ("GEM-3D-enhanced data", "random init"),
+                              ("pretrained (+ coordinates) and GEM-3D data", "random init"))
+                 for m, better in (("dice_tumour", "higher"), ("dice_tissue", "higher"), ("hd95_tumour_mm", "lower"))],
 }
 
 
