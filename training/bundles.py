@@ -9,7 +9,8 @@ from torch import nn
 
 from napari_gem3d.diffusion.schedule import NoiseSchedule
 from napari_gem3d.masks import LabelSpec, official_brain_spec
-from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, VAEConfig, build_bundle, load_bundle
+from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, build_bundle, load_bundle
+from napari_gem3d.models.first_stage import first_stage_config
 from napari_gem3d.models.presets import demo_labels
 from napari_gem3d.volume import IntensityNorm
 
@@ -32,8 +33,8 @@ def new_bundle_config(cfg: Config) -> BundleConfig:
     """A fresh bundle configuration from the ``model`` and ``data`` sections (first stage of a chain)."""
     m = cfg.model
     labels = label_spec(m.labels)
-    vae = VAEConfig(**{"in_channels": 1, "out_channels": 1, "ch": 32, "ch_mult": (1, 2, 2), "num_res_blocks": 1,
-                       "z_channels": 4, "embed_dim": 4, **m.vae})
+    vae = first_stage_config({"in_channels": 1, "out_channels": 1, "ch": 32, "ch_mult": (1, 2, 2),
+                              "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4, **m.vae})  # kind: kl | vq
     lat = vae.embed_dim
     mask_ch = lat if m.mask_condition == "vae" else labels.num_channels
     base = {"out_channels": lat, "model_channels": 32, "channel_mult": (1, 2, 4), "num_res_blocks": 1,

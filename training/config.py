@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from napari_gem3d.models.first_stage import FIRST_STAGE_KINDS
+
 from . import STAGES
 
 
@@ -78,7 +80,7 @@ class ModelConfig:
     init_bundle: str | None = None
     labels: Any = "demo"  # demo | official_brain | {names: {...}, encoding: onehot}
     mask_condition: str = "pool"
-    vae: dict = field(default_factory=dict)  # VAEConfig fields
+    vae: dict = field(default_factory=dict)  # VAEConfig fields; kind: kl (default) | vq (+ VQConfig's codebook fields)
     unet: dict = field(default_factory=dict)  # UNetConfig fields shared by the volume/baseline UNets
     slice_unet: dict = field(default_factory=dict)  # overrides for the slice UNet (context_dim, ...)
     schedule: dict = field(default_factory=dict)  # NoiseSchedule fields (kind: cosine, ...)
@@ -88,6 +90,11 @@ class ModelConfig:
     name: str = "gem3d-trained"
     description: str = ""
     card: dict = field(default_factory=dict)  # the model card's told fields (training/card.py measures the rest)
+
+    def __post_init__(self):
+        kind = self.vae.get("kind", "kl")
+        if kind not in FIRST_STAGE_KINDS:
+            raise ValueError(f"model.vae.kind must be one of {sorted(FIRST_STAGE_KINDS)}, got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,9 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class VAELossConfig:
-    kl_weight: float = 1e-6
+    """Losses of the ``vae`` stage; a VQ first stage (model.vae.kind: vq) has its commitment cost in model.vae."""
+
+    kl_weight: float = 1e-6  # KL first stage only
     adv_weight: float = 0.0  # > 0 enables MONAI PatchDiscriminator + PatchAdversarialLoss
     adv_start: int = 0
     disc_channels: int = 32

@@ -1,7 +1,11 @@
-"""Stage ``vae``: the KL autoencoder on single slices (L1 + KL, optional PatchGAN and perceptual loss).
+"""Stage ``vae``: the first stage on single slices, with the optional PatchGAN and perceptual loss.
 
-The output bundle holds the trained VAE, ``scale_factor = 1 / std`` of the training latents (posterior
-means; recorded in the provenance) and freshly initialised UNets, listed as untrained.
+``model.vae.kind`` picks it: ``kl`` (default) trains the KL autoencoder with L1 + KL; ``vq`` the VQ-GAN
+autoencoder (models/vq.py) with L1 + commitment loss, its codebook updated by EMA, and logs the code usage
+(``vq/perplexity``, ``vq/codes_used`` of each step's global batch, ``vq/restarts`` so far).
+
+The output bundle holds the trained first stage, ``scale_factor = 1 / std`` of the training latents (KL
+posterior means or VQ codes; recorded in the provenance) and freshly initialised UNets, listed as untrained.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.sum(mean.pow(2) + logvar.exp() - logvar - 1.0, dim=(1, 2, 3)).mean()
 
 
+def vq_logs(quantizer, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Code usage of one step (``counts`` per code) and the restarts so far."""
+    from napari_gem3d.models.codebook import codebook_perplexity
+
+    return {"vq/perplexity": codebook_perplexity(counts), "vq/codes_used": (counts > 0).sum().float(),
+            "vq/restarts": quantizer.restarts.detach().float()}
+
+
 class VAETask(Task):
     main = "vae"
 
@@ -44,7 +56,8 @@ class VAETask(Task):
         super().__init__(cfg, info)
         self.bundle = start_bundle(cfg, required=False)
         self.train_cases, self.val_cases = split_cases(cfg, self.bundle.config.labels, info)
-        self.recon = _Reconstruct(self.bundle.vae)
+        self.vq = self.bundle.vae.config.kind == "vq"
+        self.recon = self.bundle.vae if self.vq else _Reconstruct(self.bundle.vae)  # VQ forward: training pass
         lc = cfg.vae
         self.disc = self.adv = self.perceptual = None
         if lc.adv_weight > 0:
@@ -69,20 +82,31 @@ class VAETask(Task):
     def dataset(self):
         return SliceDataset(self.train_cases, self.cfg.seed, self.cfg.data.flip_lr)
 
-    def train_step(self, batch, step, ctx: StepContext):
-        lc = self.cfg.vae
-        x = batch["image"].to(ctx.device)
+    def _kl_pass(self, x, batch, ctx: StepContext):
+        """Reconstruction from a posterior sample, ``kl_weight * KL`` and its logs."""
         c, h, w = self.bundle.vae.config.embed_dim, x.shape[-2] // self.bundle.vae.config.downsampling, \
             x.shape[-1] // self.bundle.vae.config.downsampling
         noise = torch.stack([torch.randn(c, h, w, generator=torch_generator(self.cfg.seed, *k.tolist()))
                              for k in batch["key"]]).to(ctx.device)
         with ctx.autocast():
             recon, mean, logvar = ctx.model("vae")(x, noise)
-        recon, mean, logvar = recon.float(), mean.float(), logvar.float()
+        kl = kl_loss(mean.float(), logvar.float())
+        return recon.float(), self.cfg.vae.kl_weight * kl, {"loss/kl": kl.detach()}
+
+    def _vq_pass(self, x, ctx: StepContext):
+        """Reconstruction from the codes (the codebook's EMA update happens here), commitment loss, usage logs."""
+        with ctx.autocast():
+            recon, commitment, counts = ctx.model("vae")(x)
+        logs = {"loss/commitment": commitment.detach(), **vq_logs(self.bundle.vae.quantizer, counts)}
+        return recon.float(), commitment.float(), logs
+
+    def train_step(self, batch, step, ctx: StepContext):
+        lc = self.cfg.vae
+        x = batch["image"].to(ctx.device)
+        recon, regulariser, reg_logs = self._vq_pass(x, ctx) if self.vq else self._kl_pass(x, batch, ctx)
         rec = F.l1_loss(recon, x)
-        kl = kl_loss(mean, logvar)
-        loss = rec + lc.kl_weight * kl
-        logs = {"loss/l1": rec.detach(), "loss/kl": kl.detach()}
+        loss = rec + regulariser
+        logs = {"loss/l1": rec.detach(), **reg_logs}
         if self.perceptual is not None:
             p = self.perceptual(recon, x)
             loss = loss + lc.perceptual_weight * p
@@ -129,7 +153,7 @@ class VAETask(Task):
 
     @torch.no_grad()
     def latent_std(self) -> float:
-        """Std of the posterior means of up to ``latent_std_slices`` training slices (fixed draw)."""
+        """Std of the latents (posterior means or codes) of up to ``latent_std_slices`` training slices (fixed draw)."""
         rng = np.random.default_rng(self.cfg.seed)
         vae = self.bundle.vae.eval()
         picks = [(c, int(rng.integers(c.num_slices))) for c in
