@@ -157,8 +157,24 @@ class ValConfig:
     case: str | None = None  # default: the first of data.val_cases, else the first case
 
 
+class ConfigPaths:
+    """``path()`` and ``out_dir`` for a config with ``out`` and ``base_dir`` fields: paths in a config file are
+    relative to the file's folder (shared by the stage, RL and pretrain-seg configs)."""
+
+    def path(self, p: str | None) -> Path | None:
+        """A config path resolved against the config file's folder."""
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def out_dir(self) -> Path:
+        return self.path(self.out)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(ConfigPaths):
     stage: str
     out: str
     seed: int = 23
@@ -174,16 +190,6 @@ class Config:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
 
-    def path(self, p: str | None) -> Path | None:
-        """A config path resolved against the config file's folder."""
-        if p is None:
-            return None
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else Path(self.base_dir) / q
-
-    @property
-    def out_dir(self) -> Path:
-        return self.path(self.out)  # type: ignore[return-value]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -234,15 +240,23 @@ def config_from_dict(raw: dict, *, stage: str | None = None, base_dir: str | Pat
     return Config(stage=stage, out=str(raw["out"]), seed=int(raw.get("seed", 23)), base_dir=str(base_dir), **kwargs)
 
 
-def load_config(path: str | Path, *, stage: str | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config; ``overrides`` are ``key.sub=value`` strings parsed as YAML values."""
+def read_yaml(path: str | Path, overrides: list[str] = ()) -> dict:
+    """A YAML config file as a mapping, with ``overrides`` (``key.sub=value`` strings, values parsed as YAML)
+    applied (shared by the stage, RL and pretrain-seg configs)."""
     path = Path(path)
     if not path.is_file():
         raise OSError(f"config file not found: {path}")
     raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a YAML mapping")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         _set(raw, key.strip(), yaml.safe_load(value))
-    return config_from_dict(raw, stage=stage, base_dir=path.resolve().parent)
+    return raw
+
+
+def load_config(path: str | Path, *, stage: str | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config; ``overrides`` are ``key.sub=value`` strings parsed as YAML values."""
+    return config_from_dict(read_yaml(path, overrides), stage=stage, base_dir=Path(path).resolve().parent)

@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import DataConfig, TrainConfig, ValConfig, _build, _set
+from ..config import ConfigPaths, DataConfig, TrainConfig, ValConfig, _build, read_yaml
 from .objective import PREDICTIONS
 
 STAGE = "pretrain-seg"
@@ -38,7 +36,7 @@ class PretrainOptions:
 
 
 @dataclass(frozen=True)
-class PretrainSegConfig:
+class PretrainSegConfig(ConfigPaths):
     out: str
     seed: int = 23
     data: DataConfig = field(default_factory=DataConfig)
@@ -48,15 +46,6 @@ class PretrainSegConfig:
     stage: str = STAGE
     val: ValConfig = field(default_factory=lambda: ValConfig(steps=0))  # the loop's validation: off
 
-    def path(self, p: str | None) -> Path | None:
-        if p is None:
-            return None
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else Path(self.base_dir) / q
-
-    @property
-    def out_dir(self) -> Path:
-        return self.path(self.out)  # type: ignore[return-value]
 
 
 def config_from_dict(raw: dict, base_dir: str | Path = ".") -> PretrainSegConfig:
@@ -74,13 +63,4 @@ def config_from_dict(raw: dict, base_dir: str | Path = ".") -> PretrainSegConfig
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> PretrainSegConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise OSError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        _set(raw, key.strip(), yaml.safe_load(value))
-    return config_from_dict(raw, base_dir=path.resolve().parent)
+    return config_from_dict(read_yaml(path, overrides), base_dir=Path(path).resolve().parent)

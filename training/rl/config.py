@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import ConfigPaths, read_yaml
 from .lora import DEFAULT_TARGETS
 
 
@@ -124,7 +123,7 @@ class TrainSection:
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(ConfigPaths):
     out: str
     seed: int = 0
     model: ModelSection = field(default_factory=ModelSection)
@@ -139,15 +138,6 @@ class RLConfig:
     train: TrainSection = field(default_factory=TrainSection)
     base_dir: str = "."
 
-    def path(self, p: str | None) -> Path | None:
-        if p is None:
-            return None
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else Path(self.base_dir) / q
-
-    @property
-    def out_dir(self) -> Path:
-        return self.path(self.out)  # type: ignore[return-value]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -185,24 +175,6 @@ def rl_config_from_dict(raw: dict, base_dir: str | Path = ".") -> RLConfig:
     return RLConfig(out=str(out), seed=seed, data=dict(data), base_dir=str(base_dir), **kwargs)
 
 
-def _set(d: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
-
-
 def load_rl_config(path: str | Path, overrides: list[str] = ()) -> RLConfig:
     """Read a YAML RL config; ``overrides`` are ``key.sub=value`` strings parsed as YAML values."""
-    path = Path(path)
-    if not path.is_file():
-        raise OSError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: an RL config must be a YAML mapping")
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        _set(raw, key.strip(), yaml.safe_load(value))
-    return rl_config_from_dict(raw, base_dir=path.resolve().parent)
+    return rl_config_from_dict(read_yaml(path, overrides), base_dir=Path(path).resolve().parent)
