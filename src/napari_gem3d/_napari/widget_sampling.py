@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
@@ -46,6 +47,7 @@ QUALITY = {
     "Official (50 steps)": ("ddim", 50),
 }
 CUSTOM = "Custom (Advanced)"
+BOX_DELAY_MS = 30  # the first window boxes wait for the result layer's first draw
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
 REGEN_DEBOUNCE_MS = 500  # the "auto" regeneration: wait this long after the last edit
 
@@ -193,8 +195,6 @@ class SamplingWidget(DockWidget):
         self.regen_button.clicked.connect(lambda *_: self.regenerate_changes())
         regen = Container(widgets=[self.regen_button, self.auto_regen], layout="horizontal", labels=False)
         self.body.addWidget(regen.native)
-        from qtpy.QtCore import QTimer
-
         self._regen_timer = QTimer(self)
         self._regen_timer.setSingleShot(True)
         self._regen_timer.setInterval(REGEN_DEBOUNCE_MS)
@@ -529,8 +529,7 @@ class SamplingWidget(DockWidget):
         )
         job.owner = self
         self.session.set_job(job)
-        self._set_running(True)
-        self._show_running(0)
+        self._set_running(True)  # (the window boxes come after the worker's first message, _on_prepared)
         self.status.setText(f"Generating {len(plan)} windows ({options.steps} steps each)…")
         return job.start()
 
@@ -594,7 +593,15 @@ class SamplingWidget(DockWidget):
         live.reference = reference
         if reference is not None:
             live.layer.data[...] = fill_display(live.layer, reference.lo, reference.hi)  # in place; see-through
+        # the boxes after this, not at Run: building their layers in the same turn of the event loop as the
+        # result layer (or its new colour map) froze the viewer for both at once (on first use ~0.3 s)
+        QTimer.singleShot(BOX_DELAY_MS, self._first_boxes)
         self.status.setText(f"Generating {len(live.plan)} windows…")
+
+    def _first_boxes(self) -> None:
+        live = self.live
+        if live is not None and not self._closed and not live.layer.metadata[RESULT_KEY]["windows_done"]:
+            self._show_running(0)
 
     def _on_window(self, message: WindowBlock) -> None:
         live = self.live

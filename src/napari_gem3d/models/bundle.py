@@ -212,26 +212,13 @@ def build_bundle(config: BundleConfig) -> ModelBundle:
     return ModelBundle(config, build_first_stage(config.vae), unets)
 
 
-def _unfilled_bundle(config: BundleConfig) -> ModelBundle:
-    """Modules of ``config``'s shapes with uninitialised memory, for weights read from files right after.
-
-    Built on the meta device, then given empty CPU storage: the random initialisation that
-    :func:`build_bundle` runs (torch init ops, which hold the GIL for a fifth of a second for the demo
-    model and froze napari's GUI thread while a worker loaded it) would be overwritten anyway. Every
-    parameter and buffer is then filled by the strict state-dict load; a module keeping another tensor
-    (which ``to_empty`` cannot fill) gets the ordinary build instead.
-    """
+def _shapes_only_bundle(config: BundleConfig) -> ModelBundle:
+    """Modules of ``config``'s shapes on the meta device (no memory, no initialisation), for weights that a
+    strict ``load_state_dict(assign=True)`` puts in right after: the random initialisation that
+    :func:`build_bundle` runs would be overwritten anyway, and its torch init ops held the GIL long enough to
+    freeze napari's GUI thread while a worker loaded the demo model. (``to_empty`` would import sympy.)"""
     with torch.device("meta"):
-        bundle = build_bundle(config)
-    for module in bundle.modules().values():
-        module.to_empty(device="cpu")
-    stray = any(
-        isinstance(value, torch.Tensor) and value.is_meta
-        for module in bundle.modules().values()
-        for sub in module.modules()
-        for value in vars(sub).values()
-    )
-    return build_bundle(config) if stray else bundle
+        return build_bundle(config)
 
 
 def _file_sha256(path: Path) -> str:
@@ -308,7 +295,13 @@ def _load_weights(module: nn.Module, path: Path) -> None:
         if wrong:
             parts.append("shape mismatch: " + "; ".join(wrong[:10]))
         raise BundleError(f"{path}: does not match its config: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    # meta modules take the loaded tensors, in the dtype the module declares (a file may store fp16)
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    stray = [name for sub_name, sub in module.named_modules() for name, value in vars(sub).items()
+             if isinstance(value, torch.Tensor) and value.is_meta]
+    if stray or any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        raise BundleError(f"{path}: the module keeps tensors that are not in its weights file ({stray[:3]})")
 
 
 def _refuse_non_bundle(path: Path) -> None:
@@ -328,7 +321,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     folder = Path(path)
     _refuse_non_bundle(folder)
     config = _read_config(folder)
-    bundle = _unfilled_bundle(config)
+    bundle = _shapes_only_bundle(config)
     for name, module in bundle.modules().items():
         _load_weights(module, folder / f"{name}.safetensors")
         module.eval().requires_grad_(False)
