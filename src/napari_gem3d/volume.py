@@ -130,6 +130,11 @@ class Volume:
         return Volume(array, self.affine, {**self.header, **header_updates})
 
 
+def same_grid(a: Volume, b: Volume) -> bool:
+    """Two volumes on one voxel grid: the same shape and voxel -> scanner affine (to a thousandth of a mm)."""
+    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=1e-3)
+
+
 def require_finite(array: np.ndarray, what: str) -> None:
     """Refuse NaN or infinite values with how many there are and where the first one is.
 

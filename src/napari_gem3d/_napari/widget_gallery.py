@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -26,7 +25,16 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QFileDialog
 
-from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, scan_choices, section
+from ._qt_helpers import (
+    DockWidget,
+    grey_out_devices,
+    layer_choices,
+    narrow,
+    note,
+    same_geometry,
+    scan_choices,
+    section,
+)
 from .jobs import Handlers, Job, JobToken
 from .layers import layer_to_volume, volume_to_layer
 
@@ -389,16 +397,8 @@ class GalleryWidget(DockWidget):
         """The image layer sharing the mask's geometry (the difference reference), if any."""
         import napari
 
-        from .layers import layer_affine
-
-        affine = layer_affine(mask_layer)
         for layer in self.viewer.layers:
-            if (
-                isinstance(layer, napari.layers.Image)
-                and layer.ndim == 3
-                and layer.data.shape == mask_layer.data.shape
-                and np.allclose(layer_affine(layer), affine, atol=1e-3)
-            ):
+            if isinstance(layer, napari.layers.Image) and layer.ndim == 3 and same_geometry(layer, mask_layer):
                 return layer_to_volume(layer)
         return None
 

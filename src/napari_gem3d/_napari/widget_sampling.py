@@ -481,17 +481,14 @@ class SamplingWidget(DockWidget):
         from ..sampling.device import effective_precision, resolve_device
 
         effective_precision(options.precision, resolve_device(options.device))  # bf16 on a CPU: refused now
-        from ..volume import model_grid
+        from ..volume import model_grid, same_grid
 
-        bundle.config.labels.validate(mask_volume.array)
-        if image_volume is not None and (
-            image_volume.shape != mask_volume.shape
-            or not np.allclose(image_volume.affine, mask_volume.affine, atol=1e-3)
-        ):
+        if image_volume is not None and not same_grid(image_volume, mask_volume):
             raise ValueError(
                 f"image {image_layer.name!r} {image_volume.shape} and mask {mask_layer.name!r} "
                 f"{mask_volume.shape} are not in one geometry: resample the mask onto the image first"
             )
+        # (the domain check validates the mask's labels first)
         domain = require_domain(bundle.config, mask_volume, image_volume, force=bool(self.force.value),
                                 what=f"mask {mask_layer.name!r}" + (f" and image {image_layer.name!r}" if image_layer
                                                                    else ""),

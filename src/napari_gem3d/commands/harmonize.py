@@ -36,7 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from .. import batch
     from ..cases import case_inputs, pair_cases
@@ -46,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import cast_output, check_output_folder, output_dtype
     from ..sampling.informed import pick_informed
     from ..sampling.pipeline import run_to_end, sample_volume
+    from ..volume import same_grid
 
     if args.pairs is None and args.masks is None:
         raise ValueError("give --masks DIR (and optionally --images DIR), or --pairs CSV")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         geometry = mask
         if job.case.image is not None:
             geometry = read_volume(job.case.image)
-            if geometry.shape != mask.shape or not np.allclose(geometry.affine, mask.affine, atol=1e-3):
+            if not same_grid(geometry, mask):
                 raise ValueError(
                     f"image {job.case.image.name} and mask {job.case.mask.name} differ in geometry"
                 )

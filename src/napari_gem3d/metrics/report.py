@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..volume import Volume
+from ..volume import Volume, same_grid
 
 CASE_COLUMNS = (
     "ms_ssim",
@@ -174,7 +174,7 @@ def _pair_metrics(real: Volume, gen: Volume, device: str) -> dict[str, Any]:
     from .similarity import compare_volumes
 
     row: dict[str, Any] = {}
-    if real.shape != gen.shape or not np.allclose(real.affine, gen.affine, atol=1e-3):
+    if not same_grid(real, gen):
         row["note"] = f"geometry differs (real {real.shape}, generated {gen.shape}): no paired metrics"
         return row
     sim = compare_volumes(real.array, gen.array, device=device)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..masks import require_label_map
-from ..volume import FittedNorm, ModelGrid, Volume, from_model, model_grid, require_finite, to_model
+from ..volume import FittedNorm, ModelGrid, Volume, from_model, model_grid, require_finite, same_grid, to_model
 from .cancel import CancelToken
 from .informed import pick_informed, relative_index
 from .request import InformedSlice, SamplingOptions, SamplingRequest, SamplingResult, WindowUpdate
@@ -52,7 +52,7 @@ def prepare_request(
     slice at relative ``position``.
     """
     options = options or SamplingOptions()
-    if image is not None and (image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)):
+    if image is not None and not same_grid(image, mask):
         raise ValueError(
             f"image {image.shape} and mask {mask.shape} must share one geometry (shape and affine); "
             "resample the mask onto the image first"

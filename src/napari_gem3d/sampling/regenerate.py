@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..masks import mask_slice_hashes
-from ..volume import FittedNorm, Volume, slab_from_model, to_model
+from ..volume import FittedNorm, Volume, same_grid, slab_from_model, to_model
 from .cancel import CancelToken
 from .pipeline import GeneratedVolume, mask_to_model, sample_volume
 from .plan import plan_bridge
@@ -123,7 +123,7 @@ def regenerate(
     from .propagate import generate
 
     prov = _previous_provenance(previous, bundle)
-    if previous.shape != edited_mask.shape or not np.allclose(previous.affine, edited_mask.affine, atol=1e-3):
+    if not same_grid(previous, edited_mask):
         raise ValueError(f"the edited mask {edited_mask.shape} and the previous result {previous.shape} must share "
                          "one geometry (shape and affine)")
     options = options_from(prov, **option_overrides)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..volume import IntensityNorm, Volume, model_grid
+from ..volume import IntensityNorm, Volume, model_grid, same_grid
 from .cancel import CancelToken
 from .informed import relative_index
 from .plan import plan_windows
@@ -286,9 +286,7 @@ def deenhance(
     results, done = [], 0
     for k, (case, mask) in enumerate(zip(cases, masks, strict=True)):
         image = _read(case.image)
-        if image is not None and (
-            image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)
-        ):
+        if image is not None and not same_grid(image, mask):
             raise ValueError(
                 f"case {case.name!r}: image {image.shape} and mask {mask.shape} do not share one "
                 "geometry; resample the mask onto the image first"
@@ -320,7 +318,7 @@ def difference_map(generated: Volume, reference: Volume, *, normalize: bool = Tr
     With ``normalize`` both are first mapped to [-1, 1] by their own 0.5-99.5 percentile window, so maps
     are comparable across cases whose intensity units differ.
     """
-    if generated.shape != reference.shape or not np.allclose(generated.affine, reference.affine, atol=1e-3):
+    if not same_grid(generated, reference):
         raise ValueError(
             f"difference map needs one geometry: generated {generated.shape} vs reference {reference.shape} "
             "(and equal affines); generate in the reference's geometry first"
