@@ -121,6 +121,16 @@ def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: 
     return out
 
 
+def _start(x: torch.Tensor, plan, known: Known | None, noises: Sequence[NoiseSource]):
+    """Both loops' start: the plan on ``x``'s device, and ``x`` with its known frames pasted at the first
+    timestep's level; returns ``(x, plan, whether there are known frames)``."""
+    plan = plan.to(x.device)
+    use_known = known is not None and known.any
+    if use_known:
+        x = paste_known(x, known, plan.renoise_a[0], noises)
+    return x, plan, use_known
+
+
 def denoise(
     model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -146,11 +156,8 @@ def denoise(
         return denoise_dpm(
             model_fn, x, plan, noises, known=known, prediction=prediction, cancel=cancel, on_step=on_step
         )
-    plan = plan.to(x.device)
-    use_known = known is not None and known.any
+    x, plan, use_known = _start(x, plan, known, noises)
     frame_mask = ~known.mask.to(x.device) if (use_known and x.ndim == 5) else None
-    if use_known:
-        x = paste_known(x, known, plan.renoise_a[0], noises)
     batch = x.shape[0]
     for i in range(plan.num_steps):
         if cancel is not None:
@@ -187,14 +194,10 @@ def denoise_dpm(
     Known frames are pasted at ``plan.renoise_a[0]`` (the first timestep's level) before the first model
     call and at ``plan.renoise_a[i + 1]`` (the level x now sits at) after step i, from "known" draws;
     after the last step that level is 1, so they are exactly their clean latents. Deterministic
-    otherwise: no "ddim" draws. ``on_step(i, x_t, x_next, None)`` sees every step.
+    otherwise: no "ddim" draws. ``on_step(i, x_t, x_next, None)`` sees every step. Called by
+    :func:`denoise`, which checks the noise sources.
     """
-    if len(noises) != x.shape[0]:
-        raise ValueError(f"need one noise source per batch element ({x.shape[0]}), got {len(noises)}")
-    plan = plan.to(x.device)
-    use_known = known is not None and known.any
-    if use_known:
-        x = paste_known(x, known, plan.renoise_a[0], noises)
+    x, plan, use_known = _start(x, plan, known, noises)
     batch = x.shape[0]
     x0_prev = None
     for i in range(plan.num_steps):
