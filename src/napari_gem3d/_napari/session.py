@@ -200,7 +200,7 @@ class Session:
         self._waiting: list = []  # (then, on_error) of docks waiting for the model to load
         self._versions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._results: list[tuple[weakref.ref, weakref.ref, bytes]] = []  # (result, mask, mask digest)
-        self._recheck: dict[int, Any] = {}  # debounced content checks per mask layer
+        self._recheck: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # mask layer -> debounced check
 
     @property
     def viewer(self) -> napari.Viewer | None:
@@ -378,11 +378,10 @@ class Session:
         return version
 
     def _recheck_later(self, layer) -> None:
-        ref = weakref.ref(layer)
-        key = id(layer)
-        if key not in self._recheck:
-            self._recheck[key] = _debounced(lambda: self._restale(ref()))
-        self._recheck[key]()
+        if layer not in self._recheck:
+            ref = weakref.ref(layer)  # (the check must not keep the layer alive)
+            self._recheck[layer] = _debounced(lambda: self._restale(ref()))
+        self._recheck[layer]()
 
     def add_result(self, result_layer, mask_layer) -> None:
         """Remember which mask (and which content of it) a result layer was made from."""
@@ -405,9 +404,6 @@ class Session:
             (weakref.ref(r), weakref.ref(m), d) for r, m, d in alive if r is not None and m is not None
         ]
         return [r for r, _, _ in alive if r is not None]
-
-    def is_stale(self, result_layer) -> bool:
-        return bool(real_layer(result_layer).metadata.get(RESULT_KEY, {}).get("stale"))
 
     def _restale(self, mask_layer) -> None:
         """Mark each result of ``mask_layer`` stale when the mask's content differs from its own, else not."""
