@@ -10,7 +10,14 @@ import torch
 
 from napari_gem3d.commands.common import slice_noise_correlation
 from napari_gem3d.sampling import SamplingOptions
-from napari_gem3d.sampling.denoise import FrameCorrelatedNoise, SeededNoise, ar1_along_axis0
+from napari_gem3d.sampling.denoise import (
+    FrameCorrelatedNoise,
+    Known,
+    SeededNoise,
+    ar1_along_axis0,
+    ar1_conditional_fill,
+    paste_known,
+)
 from napari_gem3d.sampling.propagate import slice_noise_field
 from sampler_helpers import collect, request, tiny_bundle
 
@@ -64,3 +71,42 @@ def test_the_option_is_refused_where_it_does_not_apply_and_auto_is_mode_aware():
 
     with pytest.raises(argparse.ArgumentTypeError):
         _correlation("1.5")
+
+
+@pytest.mark.parametrize("fixed_frames", [(2, 5), (0,), (6,), (1, 2, 3), (3,)])
+def test_conditional_fill_completes_an_ar1_sequence_with_the_ar1_law(fixed_frames):
+    """Fixed frames from a true AR(1) sequence, the others filled: the whole sequence has the AR(1)
+    covariance rho^|i - j| again (a wrong conditional mean or variance breaks it)."""
+    rho, frames, n = 0.9, 7, 200_000
+    gen = torch.Generator().manual_seed(0)
+    truth = ar1_along_axis0(torch.randn(frames, n, generator=gen, dtype=torch.float64), rho)
+    fixed = torch.zeros(frames, dtype=torch.bool)
+    fixed[list(fixed_frames)] = True
+    free = int((~fixed).sum())
+    filled = truth.clone()
+    filled[~fixed] = ar1_conditional_fill(truth, fixed, rho, torch.randn(free, n, generator=gen, dtype=torch.float64)).double()
+    assert torch.equal(filled[fixed], truth[fixed])
+    cov = filled @ filled.T / n
+    lags = torch.arange(frames)
+    expected = rho ** (lags[:, None] - lags[None, :]).abs().double()
+    assert (cov - expected).abs().max() < 0.015, (cov - expected).abs().max()
+
+
+def test_known_frames_continue_their_neighbours_noise_when_it_is_correlated():
+    """paste_known with correlated noise: the known frame's noise is close to its generated neighbour's
+    (correlation rho), not independent of it as with rho = 0."""
+    frames, rho = 6, 0.9
+    latents = torch.zeros(1, frames, 4, 8, 8)
+    known = Known(mask=torch.tensor([[True, False, False, False, False, False]]), latents=latents)
+    a = torch.tensor(0.3)
+    x = torch.stack([ar1_along_axis0(torch.randn(frames, 4, 8, 8, generator=torch.Generator().manual_seed(s)), rho)
+                     for s in range(1)])
+    corr = []
+    for seed in range(40):
+        noise = FrameCorrelatedNoise(SeededNoise(seed, 0), rho)
+        out = paste_known(x, known, a, [noise], neighbours=x)
+        eps = out[0, 0] / (1 - a).sqrt()
+        corr.append(float(np.corrcoef(eps.flatten(), x[0, 1].flatten())[0, 1]))
+    assert abs(np.mean(corr) - rho) < 0.05
+    independent = paste_known(x, known, a, [SeededNoise(0, 0)])[0, 0] / (1 - a).sqrt()
+    assert abs(float(np.corrcoef(independent.flatten(), x[0, 1].flatten())[0, 1])) < 0.2

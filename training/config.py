@@ -132,6 +132,14 @@ class DiffusionConfig:
     trainable: str = ""  # all | temporal ('' = the stage's default)
     init_from: str | None = None  # bundle whose UNet of the same role initialises this one (stage 2)
     frames: int = 0  # 0: the bundle's window length
+    # correlation of the training noise between neighbouring frames of a window (AR(1), each frame N(0, I)):
+    # the prior the sampler's slice-noise correlation draws from; 0 = independent frames (the paper)
+    slice_noise_correlation: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.slice_noise_correlation < 1.0:
+            raise ValueError("diffusion.slice_noise_correlation must be in [0, 1), "
+                             f"got {self.slice_noise_correlation!r}")
 
 
 @dataclass(frozen=True)

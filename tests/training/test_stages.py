@@ -152,3 +152,37 @@ def test_mask_injection_trains_in_stage1_and_stays_frozen_in_stage2(chain, tmp_p
     assert task.unet.config.mask_injection == cfg.mask_injection and task.unet.config.temporal
     for conv, before in zip(task.unet.inject, trained, strict=True):
         assert not conv.weight.requires_grad and torch.equal(conv.weight, before)
+
+
+def test_stage2_noise_prior_is_correlated_along_frames_and_recorded(chain, tmp_path, pairs_data):
+    """diffusion.slice_noise_correlation: every frame's noise N(0, I), neighbouring frames correlated rho (the
+    sampler's prior), and the trained network's config says which prior it learned."""
+    from training.data.datasets import collate
+    from training.engine.loop import StepContext
+
+    rho = 0.8
+    raw = tiny_config(tmp_path, pairs_data, "volume-stage2", "corr", train={"steps": 1, "batch_size": 2},
+                      diffusion={"slice_noise_correlation": rho, "t_sampling": "per_window"})
+    raw["model"]["init_bundle"] = str(chain["volume-stage1"])
+    task = DiffusionTask(config_from_dict(raw), CPU)
+    assert task.unet_cfg.noise_correlation == rho
+    ds = task.dataset()
+    ctx = StepContext(task.cfg, CPU, {"unet": task.unet}, {"unet": task.unet}, {}, None, "unet")
+    noise = torch.cat([task.window_inputs(collate([ds[(s, 0)], ds[(s, 1)]]), ctx)[2] for s in range(40)])
+    n = noise.transpose(0, 1).flatten(1).double()  # (frames, values)
+    assert n.var(dim=1).sub(1).abs().max() < 0.05  # each frame standard normal
+    neighbours = (n[1:] * n[:-1]).mean(dim=1)
+    assert neighbours.sub(rho).abs().max() < 0.05, neighbours
+    two_apart = (n[2:] * n[:-2]).mean()
+    assert abs(float(two_apart) - rho**2) < 0.05  # AR(1), not a shared offset
+    result = run_stage(config_from_dict(raw), progress=False)
+    assert load_bundle(result["bundle"]).config.unets["volume"].noise_correlation == rho
+
+
+def test_noise_prior_is_refused_where_slices_train_alone(tmp_path, pairs_data, chain):
+    raw = tiny_config(tmp_path, pairs_data, "volume-stage1", "corr1", diffusion={"slice_noise_correlation": 0.5})
+    raw["model"]["init_bundle"] = str(chain["vae"])
+    with pytest.raises(ValueError, match="volume-stage2 or baseline"):
+        DiffusionTask(config_from_dict(raw), CPU)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        config_from_dict({**raw, "diffusion": {"slice_noise_correlation": 1.0}})

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from napari_gem3d.models import build_unet, load_bundle, save_bundle
 from napari_gem3d.models.unet import is_temporal_name
+from napari_gem3d.sampling.denoise import ar1_along_axis0
 
 from ..bundles import record_stage, start_bundle, with_component
 from ..data.datasets import SliceDataset, WindowDataset, torch_generator
@@ -77,10 +78,11 @@ def component_config(current, cfg, component: str, temporal: bool):
     """The UNet config a stage trains: the bundle's, with this stage's ``model.unet`` (volume, baseline) or
     ``model.slice_unet`` (slice) architecture entries applied; channels and kind stay the bundle's."""
     overrides = dict(cfg.model.slice_unet if component == "slice" else cfg.model.unet)
-    for fixed in ("in_channels", "out_channels", "temporal"):
+    for fixed in ("in_channels", "out_channels", "temporal", "noise_correlation"):
         overrides.pop(fixed, None)
     if component != "slice":
         overrides["temporal"] = temporal
+        overrides["noise_correlation"] = float(cfg.diffusion.slice_noise_correlation)
         if cfg.model.mask_injection:  # the mask channels follow the noisy latent (volume: then the informed latent)
             informed = current.out_channels if component == "volume" else 0
             overrides["mask_injection"] = current.in_channels - current.out_channels - informed
@@ -105,6 +107,9 @@ class DiffusionTask(Task):
         self.unet_cfg = component_config(bcfg.unets[component], cfg, component, temporal)
         if temporal and self.t_mode == "per_slice":
             raise ValueError("a temporal UNet needs one timestep per window: t_sampling per_window or small_t_bias")
+        if d.slice_noise_correlation and not temporal:
+            raise ValueError(f"diffusion.slice_noise_correlation needs a network that sees its frames together; "
+                             f"{cfg.stage} trains each slice on its own: set it in volume-stage2 or baseline")
         self.unet = build_unet(self.unet_cfg)
         self._initialise()
         self.train_cases, self.val_cases = split_cases(cfg, bcfg.labels, info)
@@ -191,7 +196,11 @@ class DiffusionTask(Task):
                 ref = torch.stack([self.store.case(int(c), bool(f))[int(k)] for c, k, f in
                                    zip(batch["informed_case"], batch["informed_slice"], batch["flip"], strict=False)])
                 cond = torch.cat([mask_lat, ref[:, None].expand(-1, frames, -1, -1, -1)], dim=2)
-        noise = draw_noise(batch["key"], tuple(x0.shape[1:]), self.cfg.seed).to(ctx.device)
+        noise = draw_noise(batch["key"], tuple(x0.shape[1:]), self.cfg.seed)
+        rho = self.cfg.diffusion.slice_noise_correlation
+        if rho:  # the sampler's correlated prior: every frame N(0, I), neighbours correlated rho
+            noise = torch.stack([ar1_along_axis0(n, rho) for n in noise])
+        noise = noise.to(ctx.device)
         t = draw_timesteps(self.t_mode, batch["key"], frames, self.cfg.seed, self.schedule.num_train_timesteps)
         return x0, cond, noise, t.to(ctx.device)
 

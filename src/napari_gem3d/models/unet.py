@@ -51,6 +51,9 @@ class UNetConfig:
     # [out_channels, out_channels + mask_injection), is area-pooled to every stage's resolution and
     # added through a zero-initialised 1x1 convolution after each stage; 0 = off (the official models)
     mask_injection: int = 0
+    # correlation between neighbouring frames of the noise this network was trained to remove (AR(1) along
+    # the frames, training's diffusion.slice_noise_correlation); 0 = independent frames, as in the paper
+    noise_correlation: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -64,6 +64,51 @@ def ar1_along_axis0(z: torch.Tensor, rho: float) -> torch.Tensor:
     return out
 
 
+def ar1_conditional_fill(values: torch.Tensor, fixed: torch.Tensor, rho: float, z: torch.Tensor) -> torch.Tensor:
+    """A draw of the free frames of an AR(1) sequence (correlation ``rho``, each frame N(0, I)) given its
+    ``fixed`` frames: ``values`` (F, ...) holds the fixed frames' values, ``fixed`` (F,) bool says which,
+    ``z`` (free frames, ...) standard normal. Returns the free frames' values in frame order.
+
+    Frames are drawn left to right from the exact Gaussian conditional on the frame before (drawn or fixed)
+    and the next fixed frame m steps on (the Markov property makes the others irrelevant):
+    mean = rho (1 - rho^(2(m-1))) / (1 - rho^(2m)) left + rho^(m-1) (1 - rho^2) / (1 - rho^(2m)) right,
+    variance = (1 - rho^2) (1 - rho^(2(m-1))) / (1 - rho^(2m)); one side missing: N(rho left, 1 - rho^2)
+    or N(rho^m right, 1 - rho^(2m)); no fixed frame at all: z made AR(1).
+    """
+    frames = values.shape[0]
+    fixed_at = [f for f in range(frames) if bool(fixed[f])]
+    if not fixed_at:
+        return ar1_along_axis0(z, rho)
+    out = values.float().clone()
+    k = 0
+    for f in range(frames):
+        if bool(fixed[f]):
+            continue
+        right = next((r for r in fixed_at if r > f), None)
+        left = out[f - 1] if f > 0 else None
+        if left is None:  # only a fixed frame above: N(rho^m right, 1 - rho^2m)
+            m = right - f
+            mean, var = rho**m * out[right], 1.0 - rho ** (2 * m)
+        elif right is None:
+            mean, var = rho * left, 1.0 - rho * rho
+        else:
+            m = right - (f - 1)
+            denom = 1.0 - rho ** (2 * m)
+            mean = (rho * (1.0 - rho ** (2 * (m - 1))) * left + rho ** (m - 1) * (1.0 - rho * rho) * out[right]) / denom
+            var = (1.0 - rho * rho) * (1.0 - rho ** (2 * (m - 1))) / denom
+        out[f] = mean + float(np.sqrt(var)) * z[k].float()
+        k += 1
+    return out[~fixed.to(torch.bool).cpu()]
+
+
+def implied_noise(x: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The standardised noise in ``x`` at level ``alpha_bar`` given its data prediction ``x0``:
+    (x - sqrt(a) x0) / sqrt(1 - a) (float32; zero where a = 1, where no noise is left)."""
+    a = alpha_bar.to(device=x.device, dtype=torch.float32)
+    scale = torch.where(a < 1.0, (1.0 - a).clamp_min(1e-12).rsqrt(), torch.zeros_like(a))  # no host sync
+    return (x.float() - a.sqrt() * x0.float()) * scale
+
+
 class FrameCorrelatedNoise:
     """A window's noise source whose per-step DDIM draws are correlated ``rho`` between neighbouring frames
     (the same draws as ``base``, made AR(1) along the frame axis), so fresh noise added at every step does
@@ -107,8 +152,16 @@ class Known:
 StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
 
 
-def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: Sequence[NoiseSource]) -> torch.Tensor:
-    """Replace the known frames of ``x`` by their latents re-noised to ``alpha_bar``."""
+def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: Sequence[NoiseSource],
+                neighbours: torch.Tensor | None = None) -> torch.Tensor:
+    """Replace the known frames of ``x`` by their latents re-noised to ``alpha_bar``.
+
+    With frame-correlated noise (:class:`FrameCorrelatedNoise`) and ``neighbours`` (B, F, ...), the noise of
+    the generated frames now (:func:`implied_noise`), a known frame's noise is drawn from the AR(1)
+    conditional given the generated frames (:func:`ar1_conditional_fill`): it continues its neighbours'
+    noise as the correlated prior does, instead of jumping at the border between known and generated
+    frames. Independent noise (rho = 0) re-noises as before, draw for draw.
+    """
     out = x.clone()
     a = alpha_bar.to(device=x.device, dtype=torch.float32)
     for b, noise in enumerate(noises):
@@ -116,7 +169,13 @@ def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: 
         if frames.numel() == 0:
             continue
         kn = known.latents[b, frames].float()
-        eps = noise.draw("known", tuple(kn.shape)).to(x.device)
+        rho = getattr(noise, "rho", 0.0)
+        if rho and neighbours is not None:
+            z = noise.base.draw("known", tuple(kn.shape))
+            generated = ~known.mask[b].cpu()
+            eps = ar1_conditional_fill(neighbours[b].float().cpu(), generated, rho, z).to(x.device)
+        else:
+            eps = noise.draw("known", tuple(kn.shape)).to(x.device)
         out[b, frames] = (a.sqrt() * kn + (1.0 - a).sqrt() * eps).to(x.dtype)
     return out
 
@@ -126,8 +185,8 @@ def _start(x: torch.Tensor, plan, known: Known | None, noises: Sequence[NoiseSou
     timestep's level; returns ``(x, plan, whether there are known frames)``."""
     plan = plan.to(x.device)
     use_known = known is not None and known.any
-    if use_known:
-        x = paste_known(x, known, plan.renoise_a[0], noises)
+    if use_known:  # x is the starting noise: the generated frames' noise is x itself
+        x = paste_known(x, known, plan.renoise_a[0], noises, neighbours=x)
     return x, plan, use_known
 
 
@@ -158,6 +217,7 @@ def denoise(
         )
     x, plan, use_known = _start(x, plan, known, noises)
     frame_mask = ~known.mask.to(x.device) if (use_known and x.ndim == 5) else None
+    correlated = any(getattr(n, "rho", 0.0) for n in noises)
     batch = x.shape[0]
     for i in range(plan.num_steps):
         if cancel is not None:
@@ -174,7 +234,15 @@ def denoise(
         x_prev = step.x_prev
         if on_step is not None:
             on_step(i, x, x_prev, step.log_prob)
-        x = paste_known(x_prev, known, plan.renoise_a[i + 1], noises) if use_known else x_prev
+        if use_known:
+            a_next = plan.renoise_a[i + 1]
+            neighbours = None
+            if correlated:
+                x0 = data_prediction(out, x, a_t.sqrt(), (1.0 - a_t).sqrt(), prediction)
+                neighbours = implied_noise(x_prev, x0, a_next)
+            x = paste_known(x_prev, known, a_next, noises, neighbours)
+        else:
+            x = x_prev
     return x
 
 
@@ -198,6 +266,7 @@ def denoise_dpm(
     :func:`denoise`, which checks the noise sources.
     """
     x, plan, use_known = _start(x, plan, known, noises)
+    correlated = any(getattr(n, "rho", 0.0) for n in noises)
     batch = x.shape[0]
     x0_prev = None
     for i in range(plan.num_steps):
@@ -209,5 +278,10 @@ def denoise_dpm(
         x0_prev = x0
         if on_step is not None:
             on_step(i, x, x_next, None)
-        x = paste_known(x_next, known, plan.renoise_a[i + 1], noises) if use_known else x_next
+        if use_known:
+            a_next = plan.renoise_a[i + 1]
+            neighbours = implied_noise(x_next, x0, a_next) if correlated else None
+            x = paste_known(x_next, known, a_next, noises, neighbours)
+        else:
+            x = x_next
     return x
