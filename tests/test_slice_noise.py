@@ -63,7 +63,7 @@ def test_the_option_is_refused_where_it_does_not_apply_and_auto_is_mode_aware():
         SamplingOptions(mode="baseline", slice_noise_correlation=0.9)
     with pytest.raises(ValueError, match="GEM-3D mode"):
         SamplingOptions(official_compat=True, slice_noise_correlation=0.9)
-    assert slice_noise_correlation("auto", "gem3d", False) == 0.9
+    assert slice_noise_correlation("auto", "gem3d", False) is None  # the model's, resolved by the sampler
     assert slice_noise_correlation("auto", "baseline", False) == 0.0
     assert slice_noise_correlation("auto", "gem3d", True) == 0.0
     assert slice_noise_correlation(0.3, "gem3d", False) == 0.3
@@ -84,7 +84,8 @@ def test_conditional_fill_completes_an_ar1_sequence_with_the_ar1_law(fixed_frame
     fixed[list(fixed_frames)] = True
     free = int((~fixed).sum())
     filled = truth.clone()
-    filled[~fixed] = ar1_conditional_fill(truth, fixed, rho, torch.randn(free, n, generator=gen, dtype=torch.float64)).double()
+    z = torch.randn(free, n, generator=gen, dtype=torch.float64)
+    filled[~fixed] = ar1_conditional_fill(truth, fixed, rho, z).double()
     assert torch.equal(filled[fixed], truth[fixed])
     cov = filled @ filled.T / n
     lags = torch.arange(frames)
@@ -110,3 +111,26 @@ def test_known_frames_continue_their_neighbours_noise_when_it_is_correlated():
     assert abs(np.mean(corr) - rho) < 0.05
     independent = paste_known(x, known, a, [SeededNoise(0, 0)])[0, 0] / (1 - a).sqrt()
     assert abs(float(np.corrcoef(independent.flatten(), x[0, 1].flatten())[0, 1])) < 0.2
+
+
+def test_the_models_correlation_is_the_prior_it_was_trained_with():
+    """None (the CLI's and the library's 'auto'): the GEM-3D network's trained noise prior, 0.9 for a network
+    trained with independent noise; the provenance records the number used; explicit values win."""
+    import dataclasses
+
+    from napari_gem3d.sampling.request import UNTRAINED_PRIOR_CORRELATION, model_slice_noise_correlation
+
+    bundle = tiny_bundle(window=8)
+    untrained = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=None))[1]
+    assert untrained.provenance["slice_noise_correlation"] == UNTRAINED_PRIOR_CORRELATION
+    volume_cfg = dataclasses.replace(bundle.config.unets["volume"], noise_correlation=0.7)
+    bundle.config = dataclasses.replace(bundle.config, unets={**bundle.config.unets, "volume": volume_cfg})
+    assert model_slice_noise_correlation(bundle.config) == 0.7
+    assert model_slice_noise_correlation(bundle.config, mode="baseline") == 0.0
+    assert model_slice_noise_correlation(bundle.config, official_compat=True) == 0.0
+    trained = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=None))
+    assert trained[1].provenance["slice_noise_correlation"] == 0.7
+    explicit = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=0.7))
+    assert np.array_equal(trained[1].volume, explicit[1].volume)
+    assert collect(bundle, request(steps=2, seed=1, mode="baseline", slice_noise_correlation=None))[1].provenance[
+        "slice_noise_correlation"] == 0.0

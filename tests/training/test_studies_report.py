@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from training.studies.report import findings, table_markdown, write_report
+from training.studies.report import (
+    GOALS_TITLE,
+    coherence_goals,
+    findings,
+    goals_markdown,
+    table_markdown,
+    write_report,
+    write_results,
+)
 
 
 def _stat(mean, std=0.01, n=3):
@@ -51,3 +59,37 @@ def test_missing_values_show_as_na_and_the_report_is_written(tmp_path):
     dest = write_report(tmp_path, ["header line"], findings(tmp_path), dest=tmp_path / "REPORT.md")
     text = dest.read_text()
     assert "header line" in text and "Table 4" in text and "n/a" in text
+
+
+def test_a_study_not_rerun_keeps_its_earlier_section_and_results(tmp_path):
+    """Re-running a subset rewrites those sections and keeps the others (marked), in the report and results."""
+    dest, results = tmp_path / "REPORT.md", tmp_path / "results.json"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    (first / "table2.json").write_text(json.dumps(_table2(0.62, 0.50)))
+    write_report(first, ["header one"], findings(first), dest=dest)
+    (second / "c1.json").write_text(json.dumps({"rows": {"overlap inpainting on": {"seam_ratio": _stat(1.05)},
+                                                         "overlap inpainting off": {"seam_ratio": _stat(1.2)}}}))
+    goals = coherence_goals(second)
+    write_report(second, ["header two"], findings(second), dest=dest, goals=goals_markdown(goals))
+    text = dest.read_text()
+    assert "header two" in text and "header one" not in text
+    assert "## Table 2" in text and "Kept from an earlier run" in text and "0.620" in text
+    assert "## C.1" in text and text.index("## " + GOALS_TITLE) < text.index("## Table 2")
+    write_results(first, {}, dest=results)
+    write_results(second, goals, dest=results)
+    saved = json.loads(results.read_text())
+    assert set(saved) >= {"table2", "c1", "goals"}
+    ddim = saved["goals"]["C.1 seam ratio with inpainting <= without and <= 1.1 (DDIM eta 1)"]
+    assert ddim["met"] is True and ddim["value"] == 1.05
+    assert saved["goals"]["Table 2: GEM-3D MS-SSIM >= mask-only baseline (DDIM eta 1)"]["met"] is None  # not re-run
+
+
+def test_goals_say_missed_when_a_target_is_not_reached(tmp_path):
+    (tmp_path / "coherence.json").write_text(json.dumps({"rows": {
+        "model's noise prior, DDIM eta 1": {"stripe_index": _stat(1.9)},
+        "model's noise prior, DPM-Solver++ 8 steps": {"stripe_index": _stat(1.15)}}}))
+    goals = coherence_goals(tmp_path)
+    assert goals["stripe index <= 1.2 (GEM-3D, DDIM eta 1)"]["met"] is False
+    assert goals["stripe index <= 1.2 (GEM-3D, DPM-Solver++ 8 steps)"]["met"] is True
+    assert "| **no** |" in "\n".join(goals_markdown(goals))

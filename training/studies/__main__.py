@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = ("table2", "c1", "compat", "c2", "table1", "downstream", "pretrain")
+ORDER = ("table2", "c1", "coherence", "compat", "c2", "table1", "downstream", "pretrain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from .context import StudyContext
     from .downstream import STEPS, downstream
     from .pretrain_arms import PRETRAIN_STEPS, pretrain_arms
-    from .report import findings, write_report
+    from .report import coherence_goals, findings, goals_markdown, write_report, write_results
     from .tables import STUDIES
 
     torch.set_num_threads(args.threads)
@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "The model is the bundled demo model (`training/recipes/demo/REPORT.md`), trained on CPU on three",
         "subjects; evaluation is on the held-out Colin27 volume (as is, and with one synthetic tumour).",
-        f"DDIM {args.steps} steps, eta 1; seeds {args.seeds} (mean ± standard deviation over seeds and cases).",
+        f"DDIM {args.steps} steps, eta 1, unless a row names another solver; seeds {args.seeds} (mean ± standard "
+        "deviation over seeds and cases). GEM-3D rows sample with the model's slice-noise prior (the",
+        "correlation its network was trained with; 0.9 for one trained with independent noise) unless a row",
+        "says rho = 0; the baseline and official_compat rows with independent noise.",
+        "Stripe index: the slice-axis/in-plane ratio of neighbouring-voxel differences, generated over real",
+        "(`metrics.consistency.stripe_index`; 1 = as real, > 1 slice-to-slice stripes).",
         "MS-SSIM/PSNR: generated vs real on the real volume's [0.5, 99.5] percentile window mapped to [0, 1].",
         "Consistency ratio: mean |slice z+1 - slice z| of the generated volume over that of the real one",
         "(1 = as smooth as real, > 1 flicker, < 1 over-smooth). Seam ratio: the adjacent-slice difference at",
@@ -84,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         "Wall time per study (s, shared 2-core CPU): "
         + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()),
     ]
-    print(f"[studies] report: {write_report(out, header, findings(out))}")
+    goals = coherence_goals(out)
+    print(f"[studies] report: {write_report(out, header, findings(out), goals=goals_markdown(goals))}")
+    print(f"[studies] results: {write_results(out, goals)}")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from napari_gem3d.lesions import random_augmentation
-from napari_gem3d.metrics.consistency import consistency, window_seams
+from napari_gem3d.metrics.consistency import consistency, stripe_index, window_seams
 from napari_gem3d.metrics.similarity import compare_volumes
 from napari_gem3d.models import ModelBundle, load_bundle
 from napari_gem3d.sampling import InformedSlice
@@ -122,8 +122,13 @@ class StudyContext:
     def sample(self, case: str, *, seed: int, informed: str = "true", augment: bool = False,
                model: str = "final", **options: Any) -> Sample:
         """One generation of held-out ``case`` (cached on disk by its full description)."""
+        mode = "baseline" if informed == "none" else "gem3d"
+        if mode == "gem3d" and not options.get("official_compat"):  # the model's noise prior unless told
+            options.setdefault("slice_noise_correlation", None)
+        steps = options.pop("steps", self.steps)
+        eta = options.pop("eta", 1.0)
         key = json.dumps(dict(case=case, seed=seed, informed=informed, augment=augment, model=model,
-                              steps=self.steps, **options), sort_keys=True)
+                              steps=steps, **({"eta": eta} if eta != 1.0 else {}), **options), sort_keys=True)
         name = f"{abs(hash_key(key)):016x}.npz"
         path = self.out / "samples" / name
         if path.is_file():
@@ -131,9 +136,8 @@ class StudyContext:
                 return Sample(f["volume"], f["mask"], json.loads(str(f["provenance"])), float(f["seconds"]))
         mask = self.augmented_mask(case, seed) if augment else np.asarray(self.cases[case].mask)
         start = mask.shape[0] // 2
-        mode = "baseline" if informed == "none" else "gem3d"
         inf = self.informed(case, informed, seed, start)
-        result = sample_mask(self.bundle(model), mask, start=start, informed=inf, steps=self.steps, eta=1.0,
+        result = sample_mask(self.bundle(model), mask, start=start, informed=inf, steps=steps, eta=eta,
                              seed=seed, device=self.device, mode=mode, **options)
         sample = Sample(result.volume.astype(np.float32), mask.astype(np.int16), result.provenance,
                         float(result.timings.get("total", 0.0)))
@@ -149,6 +153,7 @@ class StudyContext:
         seams = window_seams(sample.volume.shape[0], sample.provenance)
         cons = consistency(self.volume(case, real), self.volume(case, sample.volume), boundaries=seams)
         return {
+            "stripe_index": stripe_index(self.volume(case, sample.volume), self.volume(case, real)),
             "ms_ssim": float(sim["ms_ssim"]),
             "psnr_db": float(sim["psnr_db"]),
             "consistency_ratio": float(cons.ratio),

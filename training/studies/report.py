@@ -14,20 +14,23 @@ TITLES = {
     "c1": "C.1: overlap inpainting on vs off",
     "c2": "C.2: stage 2 (temporal layers) vs stage 1 only",
     "compat": "official_compat vs the fixed sampler",
+    "coherence": "Slice-to-slice stripes: noise prior and solver",
     "downstream": "Table 4 (small): downstream segmentation with GEM-3D-enhanced training data",
     "pretrain": "Issue 17: diffusion-pretrained segmenter (± coordinate head) vs GEM-3D data, 1-3 labelled subjects",
 }
 COLUMNS = {
-    "table2": ("ms_ssim", "psnr_db", "consistency_ratio", "seconds"),
+    "table2": ("ms_ssim", "psnr_db", "stripe_index", "consistency_ratio", "seconds"),
     "table1": ("FID-A", "FID-C", "FID-S"),
-    "c1": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
-    "c2": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
-    "compat": ("ms_ssim", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "c1": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "c2": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "compat": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
+    "coherence": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seconds"),
     "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
     "pretrain": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
 }
 NAMES = {
-    "ms_ssim": "MS-SSIM ↑", "psnr_db": "PSNR dB ↑", "consistency_ratio": "consistency ratio (1 = real)",
+    "ms_ssim": "MS-SSIM ↑", "psnr_db": "PSNR dB ↑", "stripe_index": "stripe index (1 = real)",
+    "consistency_ratio": "consistency ratio (1 = real)",
     "seam_ratio": "seam ratio (generated)", "seam_ratio_real": "seam ratio (real, same indices)",
     "seconds": "s / volume", "FID-A": "FID-A ↓", "FID-C": "FID-C ↓", "FID-S": "FID-S ↓",
     "volumes": "training volumes", "dice_tumour": "Dice tumour ↑", "dice_tissue": "Dice tissue ↑",
@@ -51,11 +54,38 @@ def table_markdown(study: str, result: dict) -> list[str]:
     return lines
 
 
-def write_report(out: Path, header: list[str], findings: dict[str, str], dest: Path = HERE / "REPORT.md") -> Path:
+def _sections(text: str) -> dict[str, str]:
+    """The ``## title`` sections of an earlier report, by title (heading line included)."""
+    found, title, lines = {}, None, []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            if title is not None:
+                found[title] = "\n".join(lines).rstrip("\n")
+            title, lines = line[3:].strip(), [line]
+        elif title is not None:
+            lines.append(line)
+    if title is not None:
+        found[title] = "\n".join(lines).rstrip("\n")
+    return found
+
+
+def write_report(out: Path, header: list[str], findings: dict[str, str], dest: Path = HERE / "REPORT.md",
+                 goals: list[str] | None = None) -> Path:
+    """The report: a section per study with results in ``out``; a study not re-run keeps its section from the
+    earlier ``dest`` (marked as such), so running a subset never drops the others."""
+    earlier = _sections(dest.read_text()) if dest.is_file() else {}
     lines = ["# Studies on the demo set-up", "", *header, ""]
+    if goals:
+        lines += ["## " + GOALS_TITLE, "", *goals, ""]
     for study, title in TITLES.items():
         path = out / f"{study}.json"
         if not path.is_file():
+            if title in earlier:
+                kept = earlier[title]
+                note = "_(Kept from an earlier run: not re-run with the model and settings above.)_"
+                if note not in kept:
+                    kept = kept.replace("\n", f"\n\n{note}\n", 1)
+                lines += [kept, ""]
             continue
         result = json.loads(path.read_text())
         lines += [f"## {title}", ""]
@@ -68,8 +98,70 @@ def write_report(out: Path, header: list[str], findings: dict[str, str], dest: P
         lines += ["", f"**Paper's claim:** {expected}", ""]
         if study in findings:
             lines += [f"**Ours:** {findings[study]}", ""]
-    dest.write_text("\n".join(lines))
+    _atomic_write(dest, "\n".join(lines))
     return dest
+
+
+def write_results(out: Path, goals: dict, dest: Path = HERE / "results.json") -> Path:
+    """``results.json``: every study's numbers (those in ``out`` replace earlier ones) and the goals."""
+    results = json.loads(dest.read_text()) if dest.is_file() else {}
+    for study in TITLES:
+        path = out / f"{study}.json"
+        if path.is_file():
+            results[study] = json.loads(path.read_text())
+    results["goals"] = goals
+    _atomic_write(dest, json.dumps(results, indent=1))
+    return dest
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+GOALS_TITLE = "Coherence goals (issue 15), measured"
+
+
+def _mean(result: dict | None, row: str, metric: str) -> float | None:
+    stat = (result or {}).get("rows", {}).get(row, {}).get(metric)
+    return None if not stat or not stat.get("n") else float(stat["mean"])
+
+
+def coherence_goals(out: Path) -> dict:
+    """The coherence issue's goals on held-out Colin27, each ``{"value", "target", "met"}`` (None: not run)."""
+    def load(study):
+        path = out / f"{study}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    coh, c1, t2 = load("coherence"), load("c1"), load("table2")
+    goals = {}
+    for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps"):
+        value = _mean(coh, f"model's noise prior, {solver}", "stripe_index")
+        goals[f"stripe index <= 1.2 (GEM-3D, {solver})"] = {"value": value, "target": 1.2,
+                                                             "met": None if value is None else value <= 1.2}
+    for suffix, name in (("", "DDIM eta 1"), (", DPM-Solver++ 8 steps", "DPM-Solver++ 8 steps")):
+        on = _mean(c1, f"overlap inpainting on{suffix}", "seam_ratio")
+        off = _mean(c1, f"overlap inpainting off{suffix}", "seam_ratio")
+        met = None if on is None or off is None else (on <= off and on <= 1.1)
+        goals[f"C.1 seam ratio with inpainting <= without and <= 1.1 ({name})"] = {
+            "value": on, "without": off, "target": 1.1, "met": met}
+    gem, base = _mean(t2, "GEM-3D (true informed slice)", "ms_ssim"), _mean(t2, "mask-only baseline", "ms_ssim")
+    goals["Table 2: GEM-3D MS-SSIM >= mask-only baseline (DDIM eta 1)"] = {
+        "value": gem, "baseline": base, "met": None if gem is None or base is None else gem >= base}
+    return goals
+
+
+def goals_markdown(goals: dict) -> list[str]:
+    lines = ["| goal | ours | met |", "|---|---|---|"]
+    for name, g in goals.items():
+        value = "not run" if g.get("value") is None else f"{g['value']:.3f}"
+        for other in ("without", "baseline"):
+            if g.get(other) is not None:
+                value += f" ({other}: {g[other]:.3f})"
+        met = {True: "yes", False: "**no**", None: "-"}[g.get("met")]
+        lines.append(f"| {name} | {value} | {met} |")
+    return lines
 
 
 def _compare(result: dict, a: str, b: str, metric: str, better: str) -> str:
@@ -97,15 +189,18 @@ CLAIMS = {
     "table1": [(f"{src}{aug}", f"mask-only baseline{aug}", view, "lower")
                for aug in ("", ", mask augmented") for src in ("IC: cross-picked slice", "IG: generated slice")
                for view in ("FID-A", "FID-C", "FID-S")],
-    "c1": [("overlap inpainting on", "overlap inpainting off", "consistency_ratio", "closer1"),
-           ("overlap inpainting on", "overlap inpainting off", "seam_ratio", "closer1"),
-           ("overlap inpainting on", "overlap inpainting off", "ms_ssim", "higher")],
+    "c1": [(f"overlap inpainting on{s}", f"overlap inpainting off{s}", m, b)
+           for s in ("", ", DPM-Solver++ 8 steps")
+           for m, b in (("consistency_ratio", "closer1"), ("seam_ratio", "closer1"), ("ms_ssim", "higher"))],
     "c2": [("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "consistency_ratio", "closer1"),
            ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "seam_ratio", "closer1"),
            ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "ms_ssim", "higher")],
     "compat": [("fixed sampler", "official_compat (official plan and re-noising)", "consistency_ratio", "closer1"),
                ("fixed sampler", "official_compat (official plan and re-noising)", "seam_ratio", "closer1"),
                ("fixed sampler", "official_compat (official plan and re-noising)", "ms_ssim", "higher")],
+    "coherence": [(f"model's noise prior, {solver}", "independent slice noise (rho = 0, the paper), DDIM eta 1", m, b)
+                  for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps")
+                  for m, b in (("stripe_index", "closer1"), ("ms_ssim", "higher"))],
     "downstream": [(f"real + {k}x GEM-3D", "real only", m, b) for k in (1, 2, 3)
                    for m, b in (("dice_tumour", "higher"), ("dice_tissue", "higher"))],
     "pretrain": [(subject_row(n, a), subject_row(n, b), m, better) for n in (1, 2, 3)

@@ -22,6 +22,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
+from ..sampling.request import UNTRAINED_PRIOR_CORRELATION, model_slice_noise_correlation
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
@@ -134,11 +135,13 @@ class SamplingWidget(DockWidget):
         self.eta = FloatSpinBox(name="eta", label="Noise (eta)", min=0.0, max=1.0, step=0.1, value=1.0,
                                 tooltip="DDIM's eta: 0 deterministic, 1 the official stochastic sampler")
         self.coherence = FloatSpinBox(
-            name="coherence", label="Coherence", min=0.0, max=0.99, step=0.05, value=0.9,
+            name="coherence", label="Coherence", min=0.0, max=0.99, step=0.05, value=UNTRAINED_PRIOR_CORRELATION,
             tooltip="slice coherence: correlation of the noise between neighbouring slices (GEM-3D): higher "
-                    "gives fewer slice-to-slice stripes; 0 is the paper's independent noise. Not used by the "
-                    "baseline or the official-compat mode",
+                    "gives fewer slice-to-slice stripes; 0 is the paper's independent noise. Set to the loaded "
+                    "model's own when it loads (the noise it was trained with), unless you changed it. Not used "
+                    "by the baseline or the official-compat mode",
         )
+        self._model_coherence = float(self.coherence.value)  # the value the dock set, not the user
         self.seed = SpinBox(name="seed", label="Seed", min=0, max=2**31 - 1, value=0,
                             tooltip="the random seed: the same seed and settings give the same volume")
         self.device = ComboBox(
@@ -265,6 +268,9 @@ class SamplingWidget(DockWidget):
             knows = (f"{card.modality} {card.contrast}, {card.body_region}" if card.known
                      else "no model card: its domain is unknown")
             text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'}): {knows}"
+            if float(self.coherence.value) == self._model_coherence:  # not changed by the user: the model's
+                self._model_coherence = model_slice_noise_correlation(bundle.config)
+                self.coherence.value = self._model_coherence
             self.model_label.setToolTip("\n".join(card.describe(bundle.config.labels.names, bundle.config.image_size,
                                                                 bundle.config.slice_axis)))
         self.model_label.setText(text)

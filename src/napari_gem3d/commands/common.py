@@ -27,9 +27,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
     g.add_argument("--position", type=float, default=0.5, help="relative start position p in [0, 1]")
     g.add_argument("--slice-noise-correlation", default="auto", type=_correlation, metavar="RHO",
-                   help="correlation of the noise between neighbouring slices, 0 <= RHO < 1 (default auto: 0.9 in "
-                        "GEM-3D mode, 0 for the baseline and --official-compat). Lowers slice-to-slice stripes "
-                        "(docs/evidence.md); 0 reproduces the paper's independent noise")
+                   help="correlation of the noise between neighbouring slices, 0 <= RHO < 1 (default auto: in GEM-3D "
+                        "mode the noise prior the model was trained with, 0.9 for a model trained with "
+                        "independent noise; 0 for the baseline and --official-compat). Lowers slice-to-slice "
+                        "stripes (docs/evidence.md); 0 reproduces the paper's independent noise")
     g.add_argument("--threads", default="auto", type=_threads,
                    help="CPU threads: auto (default: the cores idle when the run starts; GEM3D_THREADS=N "
                         "overrides) or a count")
@@ -55,10 +56,6 @@ def add_output_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
                         "only, so folder names do not leak)")
 
 
-#: The slice-noise correlation "auto" gives in GEM-3D mode (measured in docs/evidence.md).
-DEFAULT_SLICE_NOISE_CORRELATION = 0.9
-
-
 def _correlation(text: str) -> float | str:
     if text == "auto":
         return text
@@ -71,11 +68,12 @@ def _correlation(text: str) -> float | str:
     return value
 
 
-def slice_noise_correlation(value: float | str, mode: str, official_compat: bool) -> float:
-    """The correlation to use: ``auto`` is 0.9 in GEM-3D mode and 0 where it does not apply."""
+def slice_noise_correlation(value: float | str, mode: str, official_compat: bool) -> float | None:
+    """The correlation to ask for: ``auto`` is the model's in GEM-3D mode (None, resolved by the sampler from
+    the bundle: the prior its network was trained with, else 0.9) and 0 where it does not apply."""
     if value != "auto":
         return float(value)
-    return DEFAULT_SLICE_NOISE_CORRELATION if mode == "gem3d" and not official_compat else 0.0
+    return None if mode == "gem3d" and not official_compat else 0.0
 
 
 def _threads(text: str) -> int | str:

@@ -9,6 +9,7 @@ released in ``finally``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -24,7 +25,7 @@ from .cancel import CancelToken
 from .denoise import FrameCorrelatedNoise, Known, SeededNoise, ar1_along_axis0, denoise, sampling_plan
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
-from .request import SamplingRequest, SamplingResult, WindowUpdate
+from .request import SamplingRequest, SamplingResult, WindowUpdate, resolve_options
 
 COND_STREAM = 1 << 30  # noise stream of the posterior samples drawn in official_compat mode
 FIELD_STREAM = (1 << 30) + 1  # noise stream of the volume-wide correlated starting noise
@@ -61,8 +62,10 @@ def generate(
     those windows hold as known (local regeneration, :mod:`.regenerate`): only the windows' written
     slices are generated and decoded.
     """
-    opts = request.options
     cfg = bundle.config
+    if request.options.slice_noise_correlation is None:  # the model's, in the options and the provenance
+        request = dataclasses.replace(request, options=resolve_options(request.options, cfg))
+    opts = request.options
     mask = np.asarray(request.mask)
     num_slices, height, width = mask.shape
     if (height, width) != tuple(cfg.image_size):

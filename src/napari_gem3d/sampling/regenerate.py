@@ -40,7 +40,8 @@ def margin_for(options: SamplingOptions, margin: int | None = None) -> int:
     independent noise (rho = 0) one slice left the upper seam rougher, so two."""
     if margin is not None:
         return int(margin)
-    return COHERENT_MARGIN if options.slice_noise_correlation > 0 else DEFAULT_MARGIN
+    rho = options.slice_noise_correlation  # None: the model's, which is correlated in GEM-3D mode
+    return COHERENT_MARGIN if rho is None or rho > 0 else DEFAULT_MARGIN
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -50,15 +50,17 @@ class SamplingOptions:
     solver: str = "ddim"
     # CPU threads: None leaves torch's setting alone; "auto" uses the idle cores at the start (threads.py)
     cpu_threads: int | str | None = None
-    # correlation rho of the starting noise between neighbouring slices (one AR(1) field over the volume,
-    # GEM-3D mode only; 0: independent windows as the paper). See propagate.slice_noise_field.
-    slice_noise_correlation: float = 0.0
+    # correlation rho of the noise between neighbouring slices (one AR(1) field over the volume, GEM-3D mode
+    # only; 0: independent windows as the paper; None: the model's, model_slice_noise_correlation).
+    # See propagate.slice_noise_field.
+    slice_noise_correlation: float | None = 0.0
 
     def __post_init__(self):
         check_seed(self.seed)
-        if not (isinstance(self.slice_noise_correlation, (int, float)) and 0.0 <= self.slice_noise_correlation < 1.0):
-            raise ValueError(f"slice_noise_correlation must be in [0, 1), got {self.slice_noise_correlation!r}")
-        if self.slice_noise_correlation and (self.mode != "gem3d" or self.official_compat):
+        rho = self.slice_noise_correlation
+        if rho is not None and not (isinstance(rho, (int, float)) and 0.0 <= rho < 1.0):
+            raise ValueError(f"slice_noise_correlation must be in [0, 1) or None (the model's), got {rho!r}")
+        if rho and (self.mode != "gem3d" or self.official_compat):
             raise ValueError("correlated slice noise applies to GEM-3D mode without official_compat only (the "
                              "baseline's trained temporal layers break with it): set it to 0")
         if not (self.cpu_threads in (None, "auto") or (isinstance(self.cpu_threads, int) and self.cpu_threads >= 1)):
@@ -141,3 +143,26 @@ class SamplingResult:
     windows: list
     timings: dict[str, float]
     provenance: dict[str, Any]
+
+
+#: The slice-noise correlation for a GEM-3D network trained with independent frame noise (the paper's
+#: training, ``UNetConfig.noise_correlation`` 0): a stop-gap measured in docs/evidence.md.
+UNTRAINED_PRIOR_CORRELATION = 0.9
+
+
+def model_slice_noise_correlation(config: Any, mode: str = "gem3d", official_compat: bool = False) -> float:
+    """The slice-noise correlation a bundle's network is sampled with by default: the prior its GEM-3D
+    network was trained with (``noise_correlation``), 0.9 for one trained with independent noise, and 0 in
+    baseline mode or with ``official_compat`` (the paper's sampler)."""
+    volume = config.unets.get("volume")
+    if mode != "gem3d" or official_compat or volume is None:
+        return 0.0
+    return float(volume.noise_correlation) or UNTRAINED_PRIOR_CORRELATION
+
+
+def resolve_options(options: SamplingOptions, config: Any) -> SamplingOptions:
+    """``options`` with a ``slice_noise_correlation`` of None (the model's) made the model's number."""
+    if options.slice_noise_correlation is not None:
+        return options
+    rho = model_slice_noise_correlation(config, options.mode, options.official_compat)
+    return replace(options, slice_noise_correlation=rho)
