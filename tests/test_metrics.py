@@ -329,6 +329,24 @@ def test_stripe_index_is_one_for_the_real_volume_and_rises_with_slice_stripes():
     assert stripe_index(Volume(blurred_across, affine), vol) < 0.9
 
 
+def test_the_stripe_index_parts_tell_in_plane_blur_from_stripes():
+    """Blur within slices raises the index too; its parts say which: in-plane ratio low, slice-axis ratio ~1."""
+    from napari_gem3d.metrics.consistency import axis_ratios, stripe_index
+
+    rng = np.random.default_rng(1)
+    real = gaussian_filter(rng.normal(size=(48, 48, 40)), 2.0).astype(np.float32)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    vol = Volume(real, affine)
+    blurred_in_plane = Volume(gaussian_filter(real, (1.5, 1.5, 0)), affine)
+    across, within = axis_ratios(blurred_in_plane, vol)
+    assert within < 0.85 and abs(across - 1.0) < 0.1  # the slices change as much from one to the next
+    assert stripe_index(blurred_in_plane, vol) == pytest.approx(across / within)
+    assert stripe_index(blurred_in_plane, vol) > 1.2
+    striped = Volume(real + 0.3 * real.std() * rng.normal(size=(1, 1, 40)).astype(np.float32), affine)
+    across_s, within_s = axis_ratios(striped, vol)
+    assert across_s > 1.3 and abs(within_s - 1.0) < 0.15
+
+
 # ------------------------------------------------------------------------------ reading of a profile
 SEAMS = [8, 16, 24, 32]  # window boundaries b: the pair of slices (b-1, b) along S
 

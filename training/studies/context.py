@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from napari_gem3d.lesions import random_augmentation
-from napari_gem3d.metrics.consistency import consistency, stripe_index, window_seams
+from napari_gem3d.metrics.consistency import axis_ratios, consistency, window_seams
 from napari_gem3d.metrics.similarity import compare_volumes
 from napari_gem3d.models import ModelBundle, load_bundle
 from napari_gem3d.sampling import InformedSlice
@@ -152,8 +152,11 @@ class StudyContext:
         sim = compare_volumes(real, sample.volume, device="cpu")
         seams = window_seams(sample.volume.shape[0], sample.provenance)
         cons = consistency(self.volume(case, real), self.volume(case, sample.volume), boundaries=seams)
+        across, within = axis_ratios(self.volume(case, sample.volume), self.volume(case, real))
         return {
-            "stripe_index": stripe_index(self.volume(case, sample.volume), self.volume(case, real)),
+            "stripe_index": across / within,
+            "slice_axis_ratio": across,
+            "in_plane_ratio": within,
             "ms_ssim": float(sim["ms_ssim"]),
             "psnr_db": float(sim["psnr_db"]),
             "consistency_ratio": float(cons.ratio),

@@ -24,12 +24,13 @@ COLUMNS = {
     "c1": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "c2": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "compat": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
-    "coherence": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seconds"),
+    "coherence": ("ms_ssim", "stripe_index", "slice_axis_ratio", "in_plane_ratio", "seam_ratio", "seconds"),
     "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
     "pretrain": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
 }
 NAMES = {
     "ms_ssim": "MS-SSIM ↑", "psnr_db": "PSNR dB ↑", "stripe_index": "stripe index (1 = real)",
+    "slice_axis_ratio": "across slices (gen/real)", "in_plane_ratio": "in plane (gen/real)",
     "consistency_ratio": "consistency ratio (1 = real)",
     "seam_ratio": "seam ratio (generated)", "seam_ratio_real": "seam ratio (real, same indices)",
     "seconds": "s / volume", "FID-A": "FID-A ↓", "FID-C": "FID-C ↓", "FID-S": "FID-S ↓",

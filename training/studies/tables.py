@@ -25,7 +25,8 @@ EXPECTED = {
     "compat": "(Not in the paper.) The official sampler re-noises known frames with the wrong ᾱ (bug B1); "
               "the fixed sampler should be at least as consistent and as faithful.",
 }
-METRICS = ("ms_ssim", "psnr_db", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real", "seconds")
+METRICS = ("ms_ssim", "psnr_db", "stripe_index", "slice_axis_ratio", "in_plane_ratio", "consistency_ratio",
+           "seam_ratio", "seam_ratio_real", "seconds")
 
 
 def _rows(ctx: StudyContext, conditions: dict[str, dict], cases: tuple[str, ...]) -> dict:

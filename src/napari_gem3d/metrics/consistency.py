@@ -167,9 +167,16 @@ def stripe_index(generated: Volume, reference: Volume, slice_axis: str = "S") ->
     it changes within a slice, has 1; slice-to-slice stripes push it above 1. The reference is the real
     volume, or without one the volume the informed slice came from (same anatomy class and scanner).
     """
+    across, within = axis_ratios(generated, reference, slice_axis)
+    return across / within
+
+
+def axis_ratios(generated: Volume, reference: Volume, slice_axis: str = "S") -> tuple[float, float]:
+    """The stripe index's two parts: (slice-axis difference ratio, mean in-plane difference ratio), generated
+    over ``reference``. A high index from a low second part is in-plane blur, not slice-to-slice stripes."""
     g, r = axis_differences(generated, slice_axis), axis_differences(reference, slice_axis)
     ratios = [a / b if b > 0 else float("nan") for a, b in zip(g, r, strict=True)]
-    return float(ratios[0] / (0.5 * (ratios[1] + ratios[2])))
+    return float(ratios[0]), float(0.5 * (ratios[1] + ratios[2]))
 
 
 def generated_consistency(generated: Volume, *, slice_axis: str = "S", norm: IntensityNorm = DEFAULT_NORM):

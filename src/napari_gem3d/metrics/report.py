@@ -30,6 +30,8 @@ CASE_COLUMNS = (
     "seam_ratio_generated",
     "seam_ratio_real",
     "stripe_index",
+    "slice_axis_ratio",
+    "in_plane_ratio",
 )
 SET_COLUMNS = ("fid_a", "fid_c", "fid_s", "fid_3d")
 CSV_COLUMNS = (
@@ -52,6 +54,8 @@ TITLES = {
     "seam_ratio_generated": "seam ratio gen",
     "seam_ratio_real": "seam ratio real",
     "stripe_index": "stripe index",
+    "slice_axis_ratio": "across slices gen/real",
+    "in_plane_ratio": "in plane gen/real",
     "fid_a": "FID-A",
     "fid_c": "FID-C",
     "fid_s": "FID-S",
@@ -170,7 +174,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _pair_metrics(real: Volume, gen: Volume, device: str) -> dict[str, Any]:
-    from .consistency import consistency, stripe_index, window_seams
+    from .consistency import axis_ratios, consistency, window_seams
     from .similarity import compare_volumes
 
     row: dict[str, Any] = {}
@@ -183,6 +187,7 @@ def _pair_metrics(real: Volume, gen: Volume, device: str) -> dict[str, Any]:
     axis = (prov.get("grid") or {}).get("slice_axis", "S")
     cons = consistency(real, gen, slice_axis=axis)
     seams = window_seams(cons.generated_profile.size + 1, prov)
+    across, within = axis_ratios(gen, real, axis)
     cons = replace(cons, boundaries=tuple(seams))
     row.update(
         {
@@ -191,7 +196,9 @@ def _pair_metrics(real: Volume, gen: Volume, device: str) -> dict[str, Any]:
             "consistency_ratio": cons.ratio,
             "seam_ratio_generated": cons.seam_ratio_generated,
             "seam_ratio_real": cons.seam_ratio_real,
-            "stripe_index": stripe_index(gen, real, axis),
+            "stripe_index": across / within,
+            "slice_axis_ratio": across,
+            "in_plane_ratio": within,
         }
     )
     if not seams:
@@ -241,8 +248,9 @@ def evaluate_folders(
         "Consistency: mean |slice z+1 - slice z| along the generation axis; ratio generated/real "
         "(1 = as real, >1 flicker, <1 over-smooth); seam ratio = difference across window boundaries / "
         "elsewhere (1 = no seams). Stripe index: the slice-axis gen/real ratio of neighbouring-voxel "
-        "differences over the mean in-plane ratio, each volume on its own 1-99 percentile window (1 = as real; "
-        "slice-to-slice stripes push it up).",
+        "differences (across slices gen/real) over the mean in-plane ratio (in plane gen/real), each volume on "
+        "its own 1-99 percentile window (1 = as real; slice-to-slice stripes push it up, and so does in-plane "
+        "blur: read the two parts).",
         f"FID: every {'' if stride == 1 else f'{stride}th '}slice of each view, each volume on its own "
         "0.5-99.5 "
         "percentile window, fitted into the extractor's input square.",
