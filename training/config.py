@@ -116,12 +116,18 @@ class TrainConfig:
     keep_checkpoints: int = 2
     val_every: int = 0  # 0: validate only at the end
     resume: bool = True  # continue from the newest checkpoint in out/checkpoints
+    max_minutes: float = 0.0  # > 0: stop (checkpoint, validate, export) once this much training time has passed
+    storage: str = "fp32"  # the exported bundle's weights: fp32, or fp16 (half the files; loaded back as fp32)
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("train.steps and train.batch_size must be >= 1")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.storage not in ("fp32", "fp16"):
+            raise ValueError(f"train.storage must be fp32 or fp16, got {self.storage!r}")
+        if self.max_minutes < 0:
+            raise ValueError(f"train.max_minutes must be >= 0 (0: no limit), got {self.max_minutes}")
 
 
 @dataclass(frozen=True)

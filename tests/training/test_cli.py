@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from train_helpers import ROOT, require_file, tiny_config
 
@@ -64,3 +66,30 @@ def test_demo_recipe_smoke(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     bundle = load_bundle(tmp_path / "demo" / "baseline" / "bundle")
     assert bundle.config.provenance["untrained"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_demo_recipe_time_budget_path_writes_small_half_precision_files(tmp_path):
+    """The GPU recipe's path (--budget-minutes, fp16 storage) on the CPU with a tiny budget: every stage stops
+    on its share of the budget, and every bundle file is fp16 and under 16 MiB (what comes back from a device)."""
+    from safetensors.torch import load_file
+    from training.recipes.demo.subjects import ITK, MRICRON, brain1_dir
+
+    for path in (MRICRON / "ch2.nii.gz", ITK / "KmeansTest_T1UCharRaw.nii.gz", brain1_dir() / "brain1_image.nrrd"):
+        require_file(path)
+    out = tmp_path / "budget"
+    run = subprocess.run([sys.executable, "-m", "training.recipes.demo", "--out", str(out), "--scale", "1",
+                          "--budget-minutes", "0.01", "--storage", "fp16", "--skip-eval"], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for stage in ("vae", "slice", "volume-stage1", "volume-stage2", "baseline"):
+        result = json.loads((out / stage / "result.json").read_text())
+        assert 1 <= result["steps"] < result["configured_steps"], (stage, result)
+    folder = out / "baseline" / "bundle"
+    for f in folder.glob("*.safetensors"):
+        assert f.stat().st_size <= 16 * 2**20
+        assert {t.dtype for t in load_file(str(f)).values() if t.is_floating_point()} == {torch.float16}
+    bundle = load_bundle(folder)
+    assert bundle.config.provenance["untrained"] == []
+    assert next(bundle.volume.parameters()).dtype == torch.float32  # loaded back as fp32

@@ -186,3 +186,23 @@ def test_noise_prior_is_refused_where_slices_train_alone(tmp_path, pairs_data, c
         DiffusionTask(config_from_dict(raw), CPU)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         config_from_dict({**raw, "diffusion": {"slice_noise_correlation": 1.0}})
+
+
+def test_a_time_budget_stops_the_stage_exports_and_resumes(tmp_path, pairs_data, chain):
+    """train.max_minutes: the stage stops after the budget (checkpoint, export, result says so); running it
+    again continues from that step; storage fp16 writes half-size files that load back as fp32."""
+    raw = tiny_config(tmp_path, pairs_data, "volume-stage1", "budget",
+                      train={"steps": 500, "batch_size": 1, "max_minutes": 0.0005, "storage": "fp16"})
+    raw["model"]["init_bundle"] = str(chain["vae"])
+    first = run_stage(config_from_dict(raw), progress=False)
+    assert 1 <= first["steps"] < 500 and first["configured_steps"] == 500
+    bundle = load_bundle(first["bundle"])
+    assert next(bundle.volume.parameters()).dtype == torch.float32
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "budget" / "bundle" / "volume.safetensors"))
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    second = run_stage(config_from_dict(raw), progress=False)
+    assert second["resumed_from"] == first["steps"] and second["steps"] > first["steps"]
+    with pytest.raises(ValueError, match="storage"):
+        config_from_dict({**raw, "train": {**raw["train"], "storage": "int8"}})

@@ -205,7 +205,8 @@ def run_loop(task: Task, *, progress: bool = True) -> dict[str, Any]:
 
         bar = tqdm(total=cfg.train.steps, initial=start, desc=cfg.stage, unit="step", dynamic_ncols=True)
     t0, last = time.perf_counter(), {}
-    step = start
+    step, done, stopped = start, start, False
+    budget = 60.0 * cfg.train.max_minutes
     try:
         for step, batch in enumerate(loader, start=start):
             ctx.step = step
@@ -228,12 +229,18 @@ def run_loop(task: Task, *, progress: bool = True) -> dict[str, Any]:
             if (cfg.train.val_every and cfg.val.steps and done % cfg.train.val_every == 0 and done < cfg.train.steps
                     and info.is_main):
                 logger.log(done, task.validate(done, out / "val", ctx))
+            if budget and done < cfg.train.steps and _out_of_time(t0, budget, info):
+                stopped = True
+                break
         wall = time.perf_counter() - t0
-        _checkpoint(ctx, cfg.train.steps, ckpt_dir)
-        result: dict[str, Any] = {"steps": cfg.train.steps, "resumed_from": start, "wall_s": wall, "last": last}
+        end = done if stopped else cfg.train.steps
+        _checkpoint(ctx, end, ckpt_dir)
+        result: dict[str, Any] = {"steps": end, "resumed_from": start, "wall_s": wall, "last": last}
+        if stopped:
+            result.update(configured_steps=cfg.train.steps, stopped_by_budget_min=cfg.train.max_minutes)
         if info.is_main:
-            result["val"] = task.validate(cfg.train.steps, out / "val", ctx) if cfg.val.steps else {}
-            logger.log(cfg.train.steps, result["val"])
+            result["val"] = task.validate(end, out / "val", ctx) if cfg.val.steps else {}
+            logger.log(end, result["val"])
             bundle = task.export(out / "bundle", ctx)
             result["bundle"] = str(bundle) if bundle else None
             (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
@@ -243,6 +250,12 @@ def run_loop(task: Task, *, progress: bool = True) -> dict[str, Any]:
         if bar is not None:
             bar.close()
         logger.close()
+
+
+def _out_of_time(t0: float, budget_s: float, info) -> bool:
+    """Whether the time budget is spent, agreed by every rank (one small all-reduce; ranks stop together)."""
+    over = torch.tensor(float(time.perf_counter() - t0 >= budget_s), device=info.device)
+    return bool(mean_across(over, info) > 0)
 
 
 def _checkpoint(ctx: StepContext, step: int, folder: Path) -> None:

@@ -265,7 +265,7 @@ class DiffusionTask(Task):
                 "trainable": self.trainable, "ema": ctx.exports_ema, "init": self.init_report,
                 "trainable_parameters": sum(p.numel() for p in self.unet.parameters() if p.requires_grad),
             }, self.train_cases)
-            return save_bundle(bundle, folder, overwrite=True)
+            return save_bundle(bundle, folder, overwrite=True, storage=self.cfg.train.storage)
 
 
 def _save_slice_grid(path: Path, real: np.ndarray, gen: np.ndarray, picks: list[int], z: int, name: str) -> None:

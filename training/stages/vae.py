@@ -171,7 +171,7 @@ class VAETask(Task):
             bundle = with_component(self.bundle, "vae", self.bundle.vae, scale_factor=1.0 / std)
             bundle = record_stage(bundle, self.cfg, {"latent_std": std, "scale_factor": 1.0 / std,
                                                      "ema": ctx.exports_ema}, self.train_cases)
-            return save_bundle(bundle, folder, overwrite=True)
+            return save_bundle(bundle, folder, overwrite=True, storage=self.cfg.train.storage)
 
 
 def _perceptual_loss(weights: Path | None):

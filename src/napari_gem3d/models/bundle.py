@@ -330,8 +330,17 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     return bundle.to(device)
 
 
-def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``bundle`` to the folder ``path`` atomically (temporary folder, then rename)."""
+#: Storage dtypes of a bundle's weights: fp16 halves the files (loading casts back to the modules' fp32).
+STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, overwrite: bool = False,
+                storage: str = "fp32") -> Path:
+    """Write ``bundle`` to the folder ``path`` atomically (temporary folder, then rename); floating-point
+    weights stored as ``storage`` (fp32 or fp16)."""
+    if storage not in STORAGE_DTYPES:
+        raise BundleError(f"storage must be one of {sorted(STORAGE_DTYPES)}, got {storage!r}")
+    dtype = STORAGE_DTYPES[storage]
     folder = Path(path)
     if folder.exists() and not overwrite:
         raise BundleError(f"{folder} exists; pass overwrite=True to replace it")
@@ -340,7 +349,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike, *, overwrite: bool
     try:
         (tmp / CONFIG_NAME).write_text(json.dumps(bundle.config.to_dict(), indent=1, sort_keys=False))
         for name, module in bundle.modules().items():
-            state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+            state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                     for k, v in module.state_dict().items()}
             save_file(state, str(tmp / f"{name}.safetensors"), metadata={"format": "pt", "component": name})
         old = None
         if folder.exists():

@@ -2,6 +2,7 @@
 
     bash scripts/get_data.sh
     python -m training.recipes.demo --out runs/demo [--install] [--scale 1.0]
+    python -m training.recipes.demo --out runs/gpu --device cuda --budget-minutes 8 --scale 20   # a GPU
 
 Steps: build the case pairs (real T1 volumes, tissue labels, synthetic and real tumours; Colin27 held
 out), write one YAML config per stage to ``OUT/configs/``, run ``python -m training <stage>`` for
@@ -38,6 +39,8 @@ SCHEDULE = {
     "baseline": (3000, 2, 2e-4),
 }
 ORDER = ("vae", "slice", "volume-stage1", "volume-stage2", "baseline")
+#: share of a --budget-minutes time budget per stage: the CPU run's wall-time shares (REPORT.md, 72 min)
+BUDGET_SHARE = {"vae": 0.21, "slice": 0.05, "volume-stage1": 0.32, "volume-stage2": 0.12, "baseline": 0.30}
 VAL_CASES = ["colin27", "colin27_tumour"]
 
 
@@ -99,11 +102,15 @@ def base_config(out: Path, raw: Path) -> dict:
     }
 
 
-def stage_config(stage: str, out: Path, raw: Path, scale: float) -> dict:
+def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str = "auto",
+                 budget_minutes: float = 0.0, storage: str = "fp32") -> dict:
+    """One stage's config; ``budget_minutes`` (whole recipe) gives the stage its BUDGET_SHARE as
+    ``train.max_minutes`` (it stops there, or at its steps, whichever comes first)."""
     cfg = base_config(out, raw)
     steps, batch, lr = SCHEDULE[stage]
     cfg.update(stage=stage, out=str(out / stage))
-    cfg["train"].update(steps=max(2, int(round(steps * scale))), batch_size=batch, lr=lr)
+    cfg["train"].update(steps=max(2, int(round(steps * scale))), batch_size=batch, lr=lr, device=device,
+                        storage=storage, max_minutes=budget_minutes * BUDGET_SHARE[stage])
     cfg["train"]["ckpt_every"] = max(1, min(500, cfg["train"]["steps"] // 4))
     previous = ORDER[ORDER.index(stage) - 1] if stage != "vae" else None
     if previous:
@@ -111,6 +118,12 @@ def stage_config(stage: str, out: Path, raw: Path, scale: float) -> dict:
     if stage == "volume-stage2":
         cfg["train"]["ema_decay"] = 0.0  # official: no EMA in stage 2 (its 2-D weights are the stage-1 export)
     return cfg
+
+
+def _finished(result: dict, cfg: dict) -> bool:
+    """A stage's earlier result covers this config: its steps, or a time budget that stopped it."""
+    return result["steps"] == cfg["train"]["steps"] or (
+        bool(cfg["train"]["max_minutes"]) and result.get("configured_steps") == cfg["train"]["steps"])
 
 
 def run_stage_subprocess(stage: str, config: Path, log: Path) -> float:
@@ -127,9 +140,15 @@ def run_stage_subprocess(stage: str, config: Path, log: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.recipes.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (smoke runs)")
     p.add_argument("--stages", nargs="*", default=list(ORDER), choices=ORDER)
+    p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, cuda:1 (bf16 autocast on a GPU)")
+    p.add_argument("--budget-minutes", type=float, default=0.0,
+                   help="training time for all stages together, shared by their CPU wall-time shares; a stage stops "
+                        "at its share or its steps (raise --scale on a GPU so the budget is what stops it)")
+    p.add_argument("--storage", choices=["fp32", "fp16"], default=None,
+                   help="bundle weight storage (default: fp16 on a GPU, so every file stays small, else fp32)")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--install", action="store_true", help="copy the bundle + demo case into the package")
     args = p.parse_args(argv)
@@ -140,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     raw = build_cases(out / "raw")
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
     timing["build_cases_s"] = time.perf_counter() - t0
+    storage = args.storage or ("fp16" if args.device.startswith("cuda") else "fp32")
     for stage in args.stages:
         cfg_path = out / "configs" / f"{stage}.yaml"
-        cfg = stage_config(stage, out, raw, args.scale)
+        cfg = stage_config(stage, out, raw, args.scale, device=args.device, budget_minutes=args.budget_minutes,
+                           storage=storage)
         done = out / stage / "result.json"
-        if done.is_file() and json.loads(done.read_text())["steps"] == cfg["train"]["steps"]:
+        if done.is_file() and _finished(json.loads(done.read_text()), cfg):
             print(f"[demo] {stage}: already trained ({done})", flush=True)
             continue
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
