@@ -67,6 +67,11 @@ def test_gem3d_info_prints_the_card(capsys):
     assert "modality: MR; contrast: T1-weighted; body region: brain" in out
     assert "required tissue labels: 1 CSF, 2 grey matter, 3 white matter" in out
     assert "limit:" in out
+    from napari_gem3d.models import load_bundle
+    from napari_gem3d.sampling.request import model_slice_noise_correlation
+
+    rho = model_slice_noise_correlation(load_bundle(demo_model_path()).config)
+    assert f"slice-noise correlation by default: {rho:g}" in out
 
 
 # ------------------------------------------------------------------------------------------ check

@@ -24,6 +24,13 @@ def run(args: argparse.Namespace) -> int:
         print("model card: none (a bundle from before model cards): its domain is unknown and cannot be checked")
     for line in cfg.card.describe(cfg.labels.names, cfg.image_size, cfg.slice_axis):
         print(line)
+    from ..sampling.request import model_slice_noise_correlation
+
+    if "volume" in cfg.unets:
+        trained = cfg.unets["volume"].noise_correlation
+        how = "the noise prior its GEM-3D network was trained with" if trained else (
+            "trained with independent noise; correlated sampling noise as a stop-gap")
+        print(f"slice-noise correlation by default: {model_slice_noise_correlation(cfg):g} ({how})")
     from ..sampling.threads import ENV, choose_threads
 
     choice = choose_threads()
