@@ -10,15 +10,9 @@ import torch
 
 from napari_gem3d.commands.common import slice_noise_correlation
 from napari_gem3d.sampling import SamplingOptions
-from napari_gem3d.sampling.denoise import (
-    FrameCorrelatedNoise,
-    Known,
-    SeededNoise,
-    ar1_along_axis0,
-    ar1_conditional_fill,
-    paste_known,
-)
+from napari_gem3d.sampling.denoise import FrameCorrelatedNoise, Known, SeededNoise, paste_known
 from napari_gem3d.sampling.propagate import slice_noise_field
+from napari_gem3d.sampling.slice_prior import SliceNoisePrior, ar1_along_axis0, ar1_conditional_fill
 from sampler_helpers import collect, request, tiny_bundle
 
 
@@ -35,10 +29,10 @@ def test_the_field_has_unit_marginals_and_the_asked_neighbour_correlation(rho):
 
 
 def test_step_draws_are_correlated_along_frames_from_the_same_stream():
-    base, wrapped = SeededNoise(5, 1), FrameCorrelatedNoise(SeededNoise(5, 1), 0.9)
+    base, wrapped = SeededNoise(5, 1), FrameCorrelatedNoise(SeededNoise(5, 1), SliceNoisePrior(0.9, 0.9))
     z = base.draw("ddim", (8, 4, 8, 8))
     assert torch.equal(wrapped.draw("ddim", (8, 4, 8, 8)), ar1_along_axis0(z, 0.9))
-    assert torch.equal(FrameCorrelatedNoise(SeededNoise(5, 1), 0.9).draw("ddim", (4, 8, 8)),
+    assert torch.equal(FrameCorrelatedNoise(SeededNoise(5, 1), SliceNoisePrior(0.9, 0.9)).draw("ddim", (4, 8, 8)),
                        SeededNoise(5, 1).draw("ddim", (4, 8, 8)))  # 2-D slices (the slice model): untouched
 
 
@@ -104,7 +98,7 @@ def test_known_frames_continue_their_neighbours_noise_when_it_is_correlated():
                      for s in range(1)])
     corr = []
     for seed in range(40):
-        noise = FrameCorrelatedNoise(SeededNoise(seed, 0), rho)
+        noise = FrameCorrelatedNoise(SeededNoise(seed, 0), SliceNoisePrior(rho, rho))
         out = paste_known(x, known, a, [noise], neighbours=x)
         eps = out[0, 0] / (1 - a).sqrt()
         corr.append(float(np.corrcoef(eps.flatten(), x[0, 1].flatten())[0, 1]))
@@ -118,7 +112,11 @@ def test_the_models_correlation_is_the_prior_it_was_trained_with():
     trained with independent noise; the provenance records the number used; explicit values win."""
     import dataclasses
 
-    from napari_gem3d.sampling.request import UNTRAINED_PRIOR_CORRELATION, model_slice_noise_correlation
+    from napari_gem3d.sampling.request import (
+        COARSE_SLICE_NOISE_CORRELATION,
+        UNTRAINED_PRIOR_CORRELATION,
+        model_slice_noise_correlation,
+    )
 
     bundle = tiny_bundle(window=8)
     untrained = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=None))[1]
@@ -130,7 +128,51 @@ def test_the_models_correlation_is_the_prior_it_was_trained_with():
     assert model_slice_noise_correlation(bundle.config, official_compat=True) == 0.0
     trained = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=None))
     assert trained[1].provenance["slice_noise_correlation"] == 0.7
-    explicit = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=0.7))
+    assert trained[1].provenance["slice_noise_coarse_correlation"] == COARSE_SLICE_NOISE_CORRELATION
+    explicit = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=0.7,
+                                       slice_noise_coarse_correlation=COARSE_SLICE_NOISE_CORRELATION))
     assert np.array_equal(trained[1].volume, explicit[1].volume)
+    one_band = collect(bundle, request(steps=2, seed=1, slice_noise_correlation=0.7))[1]
+    assert one_band.provenance["slice_noise_coarse_correlation"] == 0.7  # an explicit rho alone: one band
+    assert not np.array_equal(one_band.volume, explicit[1].volume)
     assert collect(bundle, request(steps=2, seed=1, mode="baseline", slice_noise_correlation=None))[1].provenance[
         "slice_noise_correlation"] == 0.0
+
+
+def _bands(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from napari_gem3d.sampling.slice_prior import block_mean
+
+    low = block_mean(x)
+    return low, x - low
+
+
+def test_the_two_band_prior_keeps_unit_noise_and_correlates_each_band_as_asked():
+    prior = SliceNoisePrior(rho=0.6, coarse=0.98)
+    z = torch.randn(300, 4, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = prior.correlate(z)
+    assert abs(float(x.std()) - 1.0) < 0.01  # every slice still N(0, I)
+    low, high = _bands(x)
+    lf, hf = low.flatten(1), high.flatten(1)
+    corr_low = float((lf[1:] * lf[:-1]).mean() / (lf * lf).mean())
+    corr_high = float((hf[1:] * hf[:-1]).mean() / (hf * hf).mean())
+    assert abs(corr_low - 0.98) < 0.01 and abs(corr_high - 0.6) < 0.02
+    assert abs(float((low * high).mean())) < 0.01  # the bands are independent (orthogonal projection)
+    assert torch.equal(SliceNoisePrior(0.9, 0.9).correlate(z), ar1_along_axis0(z, 0.9))  # one band: as before
+    with pytest.raises(ValueError, match="coarse"):
+        SliceNoisePrior(0.9, 1.0)
+
+
+def test_the_two_band_fill_restores_each_bands_ar1_law():
+    prior, frames, n = SliceNoisePrior(rho=0.7, coarse=0.97), 6, 4000
+    gen = torch.Generator().manual_seed(1)
+    truth = prior.correlate(torch.randn(frames, n, 4, 4, generator=gen, dtype=torch.float64))
+    fixed = torch.tensor([False, True, False, False, True, False])
+    z = torch.randn(int((~fixed).sum()), n, 4, 4, generator=gen, dtype=torch.float64)
+    filled = truth.clone()
+    filled[~fixed] = prior.fill(truth, fixed, z).double()
+    lags = torch.arange(frames)
+    for band, rho in zip(_bands(filled), (0.97, 0.7), strict=True):
+        flat = band.flatten(1)
+        cov = flat @ flat.T / flat.shape[1]
+        expected = cov.diagonal().mean() * rho ** (lags[:, None] - lags[None, :]).abs().double()
+        assert (cov - expected).abs().max() < 0.03 * float(cov.diagonal().mean()) + 0.01

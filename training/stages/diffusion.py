@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from napari_gem3d.models import build_unet, load_bundle, save_bundle
 from napari_gem3d.models.unet import is_temporal_name
-from napari_gem3d.sampling.denoise import ar1_along_axis0
+from napari_gem3d.sampling.slice_prior import ar1_along_axis0
 
 from ..bundles import record_stage, start_bundle, with_component
 from ..data.datasets import SliceDataset, WindowDataset, torch_generator

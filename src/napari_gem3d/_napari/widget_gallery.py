@@ -272,6 +272,7 @@ class GalleryWidget(DockWidget):
             eta=float(self.eta.value),
             seed=int(self.seed.value),
             device=self.device.value,
+            slice_noise_correlation=None,  # the model's slice-noise prior, as the sampling dock and the CLI
         )
 
     def _start(self, bundle):

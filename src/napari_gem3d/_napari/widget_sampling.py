@@ -22,7 +22,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
-from ..sampling.request import UNTRAINED_PRIOR_CORRELATION, model_slice_noise_correlation
+from ..sampling.request import UNTRAINED_PRIOR_CORRELATION, coarse_correlation_for, model_slice_noise_correlation
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
@@ -137,7 +137,9 @@ class SamplingWidget(DockWidget):
         self.coherence = FloatSpinBox(
             name="coherence", label="Coherence", min=0.0, max=0.99, step=0.05, value=UNTRAINED_PRIOR_CORRELATION,
             tooltip="slice coherence: correlation of the noise between neighbouring slices (GEM-3D): higher "
-                    "gives fewer slice-to-slice stripes; 0 is the paper's independent noise. Set to the loaded "
+                    "gives fewer slice-to-slice stripes; 0 is the paper's independent noise (the noise's coarse "
+                    "band, 2x2 latent block means, is correlated at least 0.995 whenever this is above 0). Set "
+                    "to the loaded "
                     "model's own when it loads (the noise it was trained with), unless you changed it. Not used "
                     "by the baseline or the official-compat mode",
         )
@@ -470,6 +472,7 @@ class SamplingWidget(DockWidget):
                     "GEM-3D takes the appearance from a scan: choose the Scan, use the Informed slice "
                     "dock, or set Method to 'Mask only (baseline)'"
                 )
+        rho = float(self.coherence.value) if mode == "gem3d" and not official else 0.0
         options = SamplingOptions(
             steps=int(self.steps.value),
             eta=float(self.eta.value),
@@ -480,7 +483,8 @@ class SamplingWidget(DockWidget):
             official_compat=official,
             solver=self.solver.value,
             cpu_threads="auto",  # the GUI thread and other work hold cores: use the idle ones
-            slice_noise_correlation=float(self.coherence.value) if mode == "gem3d" and not official else 0.0,
+            slice_noise_correlation=rho,
+            slice_noise_coarse_correlation=coarse_correlation_for(rho),
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain

@@ -31,6 +31,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                         "mode the noise prior the model was trained with, 0.9 for a model trained with "
                         "independent noise; 0 for the baseline and --official-compat). Lowers slice-to-slice "
                         "stripes (docs/evidence.md); 0 reproduces the paper's independent noise")
+    g.add_argument("--slice-noise-coarse-correlation", default="auto", type=_correlation, metavar="RHO",
+                   help="correlation between neighbouring slices of the noise's coarse band (the mean of each 2x2 "
+                        "latent block; default auto: 0.995, or the fine band's if higher; 0 with independent "
+                        "noise). Equal to --slice-noise-correlation: one band, as before 2026-12-07")
     g.add_argument("--threads", default="auto", type=_threads,
                    help="CPU threads: auto (default: the cores idle when the run starts; GEM3D_THREADS=N "
                         "overrides) or a count")
@@ -95,18 +99,30 @@ def sampling_options(args: argparse.Namespace):
     from ..sampling import SamplingOptions
     from ..sampling.device import effective_precision, resolve_device
 
+    rho = slice_noise_correlation(getattr(args, "slice_noise_correlation", "auto"), args.mode, args.official_compat)
     options = SamplingOptions(
         steps=args.steps, eta=args.eta, seed=args.seed, device=args.device, precision=args.precision,
         mode=args.mode, inpaint_overlap=not args.no_inpaint, official_compat=args.official_compat,
         decode_chunk=args.decode_chunk, solver=getattr(args, "solver", "ddim"),
         cpu_threads=getattr(args, "threads", "auto"),
-        slice_noise_correlation=slice_noise_correlation(getattr(args, "slice_noise_correlation", "auto"),
-                                                        args.mode, args.official_compat),
+        slice_noise_correlation=rho,
+        slice_noise_coarse_correlation=coarse_slice_noise_correlation(
+            getattr(args, "slice_noise_coarse_correlation", "auto"), rho),
     )
     effective_precision(options.precision, resolve_device(options.device))
     if getattr(args, "position", None) is not None and not 0.0 <= args.position <= 1.0:
         raise ValueError(f"--position must be a relative position from 0 to 1, got {args.position}")
     return options
+
+
+def coarse_slice_noise_correlation(value: float | str, rho: float | None) -> float | None:
+    """The coarse band's correlation to ask for: ``auto`` is the model's default with the model's rho (None),
+    else :func:`coarse_correlation_for` the asked rho; a number is taken as given."""
+    from ..sampling.request import coarse_correlation_for
+
+    if value != "auto":
+        return float(value)
+    return None if rho is None else coarse_correlation_for(rho)
 
 
 def _private(token: str, record_paths: bool) -> str:

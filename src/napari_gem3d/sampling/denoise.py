@@ -23,6 +23,7 @@ import torch
 from ..diffusion import DDIMPlan, DPMPlan, data_prediction, ddim_step, dpm_step
 from .cancel import CancelToken
 from .request import SOLVERS, check_seed
+from .slice_prior import SliceNoisePrior
 
 
 class NoiseSource(Protocol):
@@ -54,53 +55,6 @@ def sampling_plan(schedule, steps: int, eta: float, solver: str = "ddim", offici
     return make_ddim_plan(schedule, steps, eta, official_compat=official_compat)
 
 
-def ar1_along_axis0(z: torch.Tensor, rho: float) -> torch.Tensor:
-    """Standard-normal ``z`` made AR(1) along axis 0: each entry N(0, 1), neighbours correlated ``rho``."""
-    out = torch.empty_like(z)
-    out[0] = z[0]
-    fresh = float(np.sqrt(1.0 - rho * rho))
-    for k in range(1, z.shape[0]):
-        out[k] = rho * out[k - 1] + fresh * z[k]
-    return out
-
-
-def ar1_conditional_fill(values: torch.Tensor, fixed: torch.Tensor, rho: float, z: torch.Tensor) -> torch.Tensor:
-    """A draw of the free frames of an AR(1) sequence (correlation ``rho``, each frame N(0, I)) given its
-    ``fixed`` frames: ``values`` (F, ...) holds the fixed frames' values, ``fixed`` (F,) bool says which,
-    ``z`` (free frames, ...) standard normal. Returns the free frames' values in frame order.
-
-    Frames are drawn left to right from the exact Gaussian conditional on the frame before (drawn or fixed)
-    and the next fixed frame m steps on (the Markov property makes the others irrelevant):
-    mean = rho (1 - rho^(2(m-1))) / (1 - rho^(2m)) left + rho^(m-1) (1 - rho^2) / (1 - rho^(2m)) right,
-    variance = (1 - rho^2) (1 - rho^(2(m-1))) / (1 - rho^(2m)); one side missing: N(rho left, 1 - rho^2)
-    or N(rho^m right, 1 - rho^(2m)); no fixed frame at all: z made AR(1).
-    """
-    frames = values.shape[0]
-    fixed_at = [f for f in range(frames) if bool(fixed[f])]
-    if not fixed_at:
-        return ar1_along_axis0(z, rho)
-    out = values.float().clone()
-    k = 0
-    for f in range(frames):
-        if bool(fixed[f]):
-            continue
-        right = next((r for r in fixed_at if r > f), None)
-        left = out[f - 1] if f > 0 else None
-        if left is None:  # only a fixed frame above: N(rho^m right, 1 - rho^2m)
-            m = right - f
-            mean, var = rho**m * out[right], 1.0 - rho ** (2 * m)
-        elif right is None:
-            mean, var = rho * left, 1.0 - rho * rho
-        else:
-            m = right - (f - 1)
-            denom = 1.0 - rho ** (2 * m)
-            mean = (rho * (1.0 - rho ** (2 * (m - 1))) * left + rho ** (m - 1) * (1.0 - rho * rho) * out[right]) / denom
-            var = (1.0 - rho * rho) * (1.0 - rho ** (2 * (m - 1))) / denom
-        out[f] = mean + float(np.sqrt(var)) * z[k].float()
-        k += 1
-    return out[~fixed.to(torch.bool).cpu()]
-
-
 def implied_noise(x: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """The standardised noise in ``x`` at level ``alpha_bar`` given its data prediction ``x0``:
     (x - sqrt(a) x0) / sqrt(1 - a) (float32; zero where a = 1, where no noise is left)."""
@@ -110,16 +64,16 @@ def implied_noise(x: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) ->
 
 
 class FrameCorrelatedNoise:
-    """A window's noise source whose per-step DDIM draws are correlated ``rho`` between neighbouring frames
-    (the same draws as ``base``, made AR(1) along the frame axis), so fresh noise added at every step does
-    not undo a correlated start (``SamplingOptions.slice_noise_correlation``)."""
+    """A window's noise source whose per-step DDIM draws are correlated between neighbouring frames by
+    ``prior`` (the same draws as ``base``, made correlated along the frame axis), so fresh noise added at
+    every step does not undo a correlated start (``SamplingOptions.slice_noise_correlation``)."""
 
-    def __init__(self, base: NoiseSource, rho: float):
-        self.base, self.rho = base, float(rho)
+    def __init__(self, base: NoiseSource, prior: SliceNoisePrior):
+        self.base, self.prior = base, prior
 
     def draw(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
         z = self.base.draw(kind, shape)
-        return ar1_along_axis0(z, self.rho) if kind in ("ddim", "known") and len(shape) == 4 else z
+        return self.prior.correlate(z) if kind in ("ddim", "known") and len(shape) == 4 else z
 
 
 class ReplayNoise:
@@ -157,8 +111,8 @@ def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: 
     """Replace the known frames of ``x`` by their latents re-noised to ``alpha_bar``.
 
     With frame-correlated noise (:class:`FrameCorrelatedNoise`) and ``neighbours`` (B, F, ...), the noise of
-    the generated frames now (:func:`implied_noise`), a known frame's noise is drawn from the AR(1)
-    conditional given the generated frames (:func:`ar1_conditional_fill`): it continues its neighbours'
+    the generated frames now (:func:`implied_noise`), a known frame's noise is drawn from the prior's exact
+    conditional given the generated frames (:meth:`SliceNoisePrior.fill`): it continues its neighbours'
     noise as the correlated prior does, instead of jumping at the border between known and generated
     frames. Independent noise (rho = 0) re-noises as before, draw for draw.
     """
@@ -169,11 +123,11 @@ def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: 
         if frames.numel() == 0:
             continue
         kn = known.latents[b, frames].float()
-        rho = getattr(noise, "rho", 0.0)
-        if rho and neighbours is not None:
+        prior = getattr(noise, "prior", None)
+        if prior is not None and neighbours is not None:
             z = noise.base.draw("known", tuple(kn.shape))
             generated = ~known.mask[b].cpu()
-            eps = ar1_conditional_fill(neighbours[b].float().cpu(), generated, rho, z).to(x.device)
+            eps = prior.fill(neighbours[b].float().cpu(), generated, z).to(x.device)
         else:
             eps = noise.draw("known", tuple(kn.shape)).to(x.device)
         out[b, frames] = (a.sqrt() * kn + (1.0 - a).sqrt() * eps).to(x.dtype)
@@ -217,7 +171,7 @@ def denoise(
         )
     x, plan, use_known = _start(x, plan, known, noises)
     frame_mask = ~known.mask.to(x.device) if (use_known and x.ndim == 5) else None
-    correlated = any(getattr(n, "rho", 0.0) for n in noises)
+    correlated = any(getattr(n, "prior", None) is not None for n in noises)
     batch = x.shape[0]
     for i in range(plan.num_steps):
         if cancel is not None:
@@ -266,7 +220,7 @@ def denoise_dpm(
     :func:`denoise`, which checks the noise sources.
     """
     x, plan, use_known = _start(x, plan, known, noises)
-    correlated = any(getattr(n, "rho", 0.0) for n in noises)
+    correlated = any(getattr(n, "prior", None) is not None for n in noises)
     batch = x.shape[0]
     x0_prev = None
     for i in range(plan.num_steps):

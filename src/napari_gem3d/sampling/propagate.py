@@ -22,10 +22,11 @@ from .. import __version__
 from ..masks import mask_hash, mask_slice_hashes
 from ..models.bundle import ModelBundle
 from .cancel import CancelToken
-from .denoise import FrameCorrelatedNoise, Known, SeededNoise, ar1_along_axis0, denoise, sampling_plan
+from .denoise import FrameCorrelatedNoise, Known, SeededNoise, denoise, sampling_plan
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
 from .request import SamplingRequest, SamplingResult, WindowUpdate, resolve_options
+from .slice_prior import SliceNoisePrior
 
 COND_STREAM = 1 << 30  # noise stream of the posterior samples drawn in official_compat mode
 FIELD_STREAM = (1 << 30) + 1  # noise stream of the volume-wide correlated starting noise
@@ -63,8 +64,9 @@ def generate(
     slices are generated and decoded.
     """
     cfg = bundle.config
-    if request.options.slice_noise_correlation is None:  # the model's, in the options and the provenance
-        request = dataclasses.replace(request, options=resolve_options(request.options, cfg))
+    resolved = resolve_options(request.options, cfg)  # the slice-noise prior in numbers (and the provenance)
+    if resolved is not request.options:
+        request = dataclasses.replace(request, options=resolved)
     opts = request.options
     mask = np.asarray(request.mask)
     num_slices, height, width = mask.shape
@@ -122,15 +124,15 @@ def generate(
                 buffer[z] = latent.to(device=device, dtype=buffer.dtype)
             decoded = np.zeros((num_slices, height, width), np.float32)
             emitted = np.zeros(num_slices, bool)
-            rho = opts.slice_noise_correlation
-            field = slice_noise_field(opts.seed, (num_slices, lat_c, lat_h, lat_w), rho) if rho else None
+            prior = opts.slice_prior
+            field = slice_noise_field(opts.seed, (num_slices, lat_c, lat_h, lat_w), prior) if prior else None
             timings["encode"] = time.perf_counter() - t0
             done = 0
             for group in _groups(windows, independent, opts.max_batch_windows):
                 tg = time.perf_counter()
                 noises = [SeededNoise(opts.seed, w.index) for w in group]
                 if field is not None:  # the noise added at every step is correlated along the frames too
-                    noises = [FrameCorrelatedNoise(n, rho) for n in noises]
+                    noises = [FrameCorrelatedNoise(n, prior) for n in noises]
                 frames = group[0].length
                 x = torch.stack([n.draw("x_T", (frames, lat_c, lat_h, lat_w)) for n in noises]).to(device)
                 if field is not None:  # the windows' frames of the one correlated field (draws above keep streams)
@@ -192,7 +194,7 @@ def generate(
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
 
 
-def slice_noise_field(seed: int, shape: tuple[int, ...], rho: float) -> torch.Tensor:
+def slice_noise_field(seed: int, shape: tuple[int, ...], prior: SliceNoisePrior | float) -> torch.Tensor:
     """Starting noise for a whole volume, correlated ``rho`` between neighbouring slices (AR(1) along axis 0).
 
     Every slice is still N(0, I); neighbouring slices are correlated ``rho``. The demo model's
@@ -201,7 +203,9 @@ def slice_noise_field(seed: int, shape: tuple[int, ...], rho: float) -> torch.Te
     lets neighbouring slices begin alike. Windows take their frames from this one field, so a local
     regeneration starts from the same noise as the full run did.
     """
-    return ar1_along_axis0(SeededNoise(seed, FIELD_STREAM).draw("x_T", shape), rho)
+    if not isinstance(prior, SliceNoisePrior):  # one band, correlation rho
+        prior = SliceNoisePrior(float(prior), float(prior))
+    return prior.correlate(SeededNoise(seed, FIELD_STREAM).draw("x_T", shape))
 
 
 def _set_cpu_threads(wanted: int | str | None) -> dict | None:
@@ -269,6 +273,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "inpaint_overlap": opts.inpaint_overlap,
         "solver": opts.solver,
         "slice_noise_correlation": opts.slice_noise_correlation,
+        "slice_noise_coarse_correlation": opts.slice_noise_coarse_correlation,
         "steps": opts.steps,
         "eta": opts.eta,
         "seed": opts.seed,

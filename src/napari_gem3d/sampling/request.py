@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..volume import require_finite
+from .slice_prior import SliceNoisePrior
 
 Mode = Literal["gem3d", "baseline"]
 
@@ -51,15 +52,23 @@ class SamplingOptions:
     # CPU threads: None leaves torch's setting alone; "auto" uses the idle cores at the start (threads.py)
     cpu_threads: int | str | None = None
     # correlation rho of the noise between neighbouring slices (one AR(1) field over the volume, GEM-3D mode
-    # only; 0: independent windows as the paper; None: the model's, model_slice_noise_correlation).
-    # See propagate.slice_noise_field.
+    # only; 0: independent windows as the paper; None: the model's prior, model_slice_noise_correlation, with
+    # its coarse band). See propagate.slice_noise_field and slice_prior.py.
     slice_noise_correlation: float | None = 0.0
+    # the coarse band's correlation (2 x 2 latent block means; slice_prior.py); None: rho's (one band), or
+    # with slice_noise_correlation None the model's default (coarse_correlation_for)
+    slice_noise_coarse_correlation: float | None = None
 
     def __post_init__(self):
         check_seed(self.seed)
         rho = self.slice_noise_correlation
         if rho is not None and not (isinstance(rho, (int, float)) and 0.0 <= rho < 1.0):
             raise ValueError(f"slice_noise_correlation must be in [0, 1) or None (the model's), got {rho!r}")
+        coarse = self.slice_noise_coarse_correlation
+        if coarse is not None and not (isinstance(coarse, (int, float)) and 0.0 <= coarse < 1.0):
+            raise ValueError(f"slice_noise_coarse_correlation must be in [0, 1) or None, got {coarse!r}")
+        if coarse and not rho and rho is not None:
+            raise ValueError("a coarse slice-noise correlation needs slice_noise_correlation > 0 (or None)")
         if rho and (self.mode != "gem3d" or self.official_compat):
             raise ValueError("correlated slice noise applies to GEM-3D mode without official_compat only (the "
                              "baseline's trained temporal layers break with it): set it to 0")
@@ -80,6 +89,15 @@ class SamplingOptions:
                 "official_compat reproduces the official DDIM sampler: use solver='ddim' with it "
                 f"(got solver={self.solver!r})"
             )
+
+    @property
+    def slice_prior(self) -> SliceNoisePrior | None:
+        """The noise prior along the slices (None: independent noise); needs resolved options."""
+        rho = self.slice_noise_correlation
+        if not rho:
+            return None
+        coarse = self.slice_noise_coarse_correlation
+        return SliceNoisePrior(rho=float(rho), coarse=float(rho if coarse is None else coarse))
 
     def chunk_for(self, height: int, width: int) -> int:
         """Slices per VAE call for ``height`` x ``width`` slices: ``decode_chunk``, or DECODE_PIXELS' worth."""
@@ -148,6 +166,14 @@ class SamplingResult:
 #: The slice-noise correlation for a GEM-3D network trained with independent frame noise (the paper's
 #: training, ``UNetConfig.noise_correlation`` 0): a stop-gap measured in docs/evidence.md.
 UNTRAINED_PRIOR_CORRELATION = 0.9
+#: The coarse band's correlation by default (chosen on the demo model's training subjects, docs/evidence.md).
+COARSE_SLICE_NOISE_CORRELATION = 0.995
+
+
+def coarse_correlation_for(rho: float) -> float:
+    """The coarse band's default correlation with fine-band ``rho``: at least COARSE_SLICE_NOISE_CORRELATION
+    (0 when the noise is independent)."""
+    return max(float(rho), COARSE_SLICE_NOISE_CORRELATION) if rho > 0 else 0.0
 
 
 def model_slice_noise_correlation(config: Any, mode: str = "gem3d", official_compat: bool = False) -> float:
@@ -161,8 +187,14 @@ def model_slice_noise_correlation(config: Any, mode: str = "gem3d", official_com
 
 
 def resolve_options(options: SamplingOptions, config: Any) -> SamplingOptions:
-    """``options`` with a ``slice_noise_correlation`` of None (the model's) made the model's number."""
-    if options.slice_noise_correlation is not None:
+    """``options`` with numbers for the slice-noise prior: ``slice_noise_correlation`` None becomes the model's
+    (:func:`model_slice_noise_correlation`) with its default coarse band unless one is given; a coarse band
+    left None is the fine band's (one band)."""
+    rho, coarse = options.slice_noise_correlation, options.slice_noise_coarse_correlation
+    if rho is None:
+        rho = model_slice_noise_correlation(config, options.mode, options.official_compat)
+        coarse = coarse_correlation_for(rho) if coarse is None else coarse
+    coarse = rho if coarse is None else coarse
+    if (rho, coarse) == (options.slice_noise_correlation, options.slice_noise_coarse_correlation):
         return options
-    rho = model_slice_noise_correlation(config, options.mode, options.official_compat)
-    return replace(options, slice_noise_correlation=rho)
+    return replace(options, slice_noise_correlation=rho, slice_noise_coarse_correlation=coarse)
