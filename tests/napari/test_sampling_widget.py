@@ -219,12 +219,14 @@ def test_screenshot_of_a_real_generation(viewer_case, qtbot, tmp_path):
     in_tumour = screen_region(viewer, layer, tumour)
     outside = screen_region(viewer, layer, mask_layer.data == 0)
     assert in_tumour.sum() > 50 and outside.sum() > 50
-    contrast = abs(gray[in_tumour].mean() - gray[outside].mean())
-    print(
-        f"\nscreenshot: tumour mean {gray[in_tumour].mean():.1f}, "
-        f"outside-brain mean {gray[outside].mean():.1f}"
-    )
-    assert contrast > 10, "the tumour region does not differ from the background in the screenshot"
+    # the tiny model has random weights: the screen must show the data's own tumour/background contrast,
+    # mapped through the layer's contrast limits (whatever its sign and size for this draw)
+    z = int(np.argmax(tumour.sum(axis=(1, 2))))
+    data, (lo, hi) = np.asarray(layer.data[z], float), layer.contrast_limits
+    shown = [255 * np.clip((data[m[z]].mean() - lo) / (hi - lo), 0, 1) for m in (tumour, mask_layer.data == 0)]
+    print(f"\nscreenshot: tumour {gray[in_tumour].mean():.1f}, outside-brain {gray[outside].mean():.1f}; "
+          f"from the data: {shown[0]:.1f}, {shown[1]:.1f}")
+    assert abs(gray[in_tumour].mean() - shown[0]) < 12 and abs(gray[outside].mean() - shown[1]) < 12
 
 
 def test_out_of_domain_is_refused_before_any_work_and_run_anyway_records_it(viewer_case, qtbot, bundle):

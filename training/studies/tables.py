@@ -135,7 +135,7 @@ def _vae_round_trip_row(ctx: StudyContext, cases: tuple[str, ...]) -> dict:
     per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
     codec = ctx.bundle().codec
     for case in cases:
-        real = np.asarray(ctx.cases[case].image, np.float32)
+        real = np.array(ctx.cases[case].image, np.float32)  # a writable copy for torch
         with torch.no_grad():
             recon = codec.decode(codec.encode(torch.from_numpy(real)[:, None]))[:, 0].float().numpy()
         measured = ctx.measure(case, Sample(recon, np.asarray(ctx.cases[case].mask), {}, 0.0))
