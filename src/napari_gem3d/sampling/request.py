@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..volume import require_finite
-from .slice_prior import SliceNoisePrior
+
+if TYPE_CHECKING:
+    from .slice_prior import SliceNoisePrior
 
 Mode = Literal["gem3d", "baseline"]
 
@@ -93,6 +95,8 @@ class SamplingOptions:
     @property
     def slice_prior(self) -> SliceNoisePrior | None:
         """The noise prior along the slices (None: independent noise); needs resolved options."""
+        from .slice_prior import SliceNoisePrior  # torch: not at import (the plugin's manifest imports this)
+
         rho = self.slice_noise_correlation
         if not rho:
             return None
