@@ -63,6 +63,7 @@ def test_views_planes_and_difference_plot(viewer_case):
     assert widget.stripes.startswith("Stripe index") and "'image'" in widget.stripes
     value = float(widget.stripes.split()[2])
     assert value > 1.0 and widget.stripes in widget.status.text()
+    assert "across slices" in widget.stripes and "in plane" in widget.stripes  # the two parts, said
     widget.source.value = None
     widget.plot()
     assert widget.stripes.startswith("Slice-axis / in-plane difference ratio")

@@ -275,15 +275,19 @@ class InspectorWidget(DockWidget):
 
     def _stripe_reading(self, layer, axis: str) -> str:
         """One line on slice-to-slice stripes: the stripe index against the source, or the raw ratio."""
-        from ..metrics.consistency import axis_differences, stripe_index
+        from ..metrics.consistency import axis_differences, axis_ratios
 
         volume = layer_to_volume(layer, copy=False)
         src = self.source.value
         if src is not None and src is not layer and tuple(src.data.shape) == tuple(layer.data.shape):
-            value = stripe_index(volume, layer_to_volume(src, copy=False), axis)
+            across, within = axis_ratios(volume, layer_to_volume(src, copy=False), axis)
+            value = across / within
+            cause = ("mostly in-plane blur" if within < 0.8 and across <= 1.0
+                     else "slice-to-slice stripes" if value > 1.2 else "as the source")
             return (
                 f"Stripe index {value:.2f} against {src.name!r} (1: slices change as in the source; above 1: "
-                "slice-to-slice stripes)."
+                f"slice-to-slice stripes or in-plane blur): across slices {across:.2f}, in plane {within:.2f} of "
+                f"the source's change: {cause}."
             )
         d = axis_differences(volume, axis)
         return (
