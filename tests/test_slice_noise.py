@@ -176,3 +176,16 @@ def test_the_two_band_fill_restores_each_bands_ar1_law():
         cov = flat @ flat.T / flat.shape[1]
         expected = cov.diagonal().mean() * rho ** (lags[:, None] - lags[None, :]).abs().double()
         assert (cov - expected).abs().max() < 0.03 * float(cov.diagonal().mean()) + 0.01
+
+
+def test_a_latent_grid_the_blocks_do_not_tile_gets_one_band():
+    import types
+
+    from napari_gem3d.sampling.request import resolve_options
+
+    volume = types.SimpleNamespace(noise_correlation=0.0)
+    odd = types.SimpleNamespace(unets={"volume": volume}, latent_size=(9, 12))
+    even = types.SimpleNamespace(unets={"volume": volume}, latent_size=(8, 12))
+    auto = SamplingOptions(slice_noise_correlation=None)
+    assert resolve_options(auto, odd).slice_prior == SliceNoisePrior(0.9, 0.9)
+    assert resolve_options(auto, even).slice_prior == SliceNoisePrior(0.9, 0.995)

@@ -172,6 +172,8 @@ class SamplingResult:
 UNTRAINED_PRIOR_CORRELATION = 0.9
 #: The coarse band's correlation by default (chosen on the demo model's training subjects, docs/evidence.md).
 COARSE_SLICE_NOISE_CORRELATION = 0.995
+#: Side of the latent blocks whose mean is the coarse band (slice_prior.py).
+COARSE_BLOCK = 2
 
 
 def coarse_correlation_for(rho: float) -> float:
@@ -193,12 +195,14 @@ def model_slice_noise_correlation(config: Any, mode: str = "gem3d", official_com
 def resolve_options(options: SamplingOptions, config: Any) -> SamplingOptions:
     """``options`` with numbers for the slice-noise prior: ``slice_noise_correlation`` None becomes the model's
     (:func:`model_slice_noise_correlation`) with its default coarse band unless one is given; a coarse band
-    left None is the fine band's (one band)."""
+    left None is the fine band's (one band), and so is any on a latent grid the blocks do not tile."""
     rho, coarse = options.slice_noise_correlation, options.slice_noise_coarse_correlation
     if rho is None:
         rho = model_slice_noise_correlation(config, options.mode, options.official_compat)
         coarse = coarse_correlation_for(rho) if coarse is None else coarse
     coarse = rho if coarse is None else coarse
+    if any(int(n) % COARSE_BLOCK for n in config.latent_size):  # no 2 x 2 blocks on this grid: one band
+        coarse = rho
     if (rho, coarse) == (options.slice_noise_correlation, options.slice_noise_coarse_correlation):
         return options
     return replace(options, slice_noise_correlation=rho, slice_noise_coarse_correlation=coarse)

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: Side of the latent blocks whose mean is the coarse band.
-BLOCK = 2
+from .request import COARSE_BLOCK as BLOCK  # side of the latent blocks whose mean is the coarse band
 
 
 def ar1_along_axis0(z: torch.Tensor, rho: float) -> torch.Tensor:
