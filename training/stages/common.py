@@ -96,7 +96,8 @@ def sample_mask(bundle: ModelBundle, mask: np.ndarray, *, start: int, informed=N
 
 def sample_case(bundle: ModelBundle, case: CachedCase, *, mode: str, steps: int, eta: float, seed: int,
                 device: torch.device, max_slices: int = 0, start: int | None = None) -> tuple[np.ndarray, dict]:
-    """Generate ``case``'s volume from its mask (and its true middle slice for GEM-3D) with THE generator."""
+    """Generate ``case``'s volume from its mask (and its true middle slice for GEM-3D) with THE generator and
+    the defaults users get (GEM-3D: the model's slice-noise prior)."""
     from napari_gem3d.sampling import InformedSlice
 
     mask = np.asarray(case.mask)
@@ -108,7 +109,8 @@ def sample_case(bundle: ModelBundle, case: CachedCase, *, mode: str, steps: int,
     informed = InformedSlice(image=image[s].copy(), source={"kind": "picked", "volume": case.name, "index": s},
                              is_true_slice=True) if mode == "gem3d" else None
     result = sample_mask(bundle, mask, start=s, informed=informed, steps=steps, eta=eta, seed=seed,
-                         device=str(device), mode=mode)
+                         device=str(device), mode=mode,
+                         slice_noise_correlation=None if mode == "gem3d" else 0.0)  # as users sample: the model's
     return result.volume, {"image": image, "mask": mask, "timings": result.timings}
 
 
