@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             tmp = out / f"{study}.json.part"
             tmp.write_text(json.dumps(result, indent=1))
             os.replace(tmp, out / f"{study}.json")
-            timing[study] = time.perf_counter() - t0
-            timing_path.write_text(json.dumps(timing, indent=1))
+            elapsed = time.perf_counter() - t0
+            # re-read: another run may share this out folder (studies split over processes)
+            timing = {**(json.loads(timing_path.read_text()) if timing_path.is_file() else {}), study: elapsed}
+            tmp_timing = out / "timing.json.part"
+            tmp_timing.write_text(json.dumps(timing, indent=1))
+            os.replace(tmp_timing, timing_path)
             print(f"[studies] {study}: {timing[study]:.0f} s", flush=True)
     header = [
         f"Written by `python -m training.studies` from `{out.name}/` (re-run it to refresh; do not edit by hand).",
