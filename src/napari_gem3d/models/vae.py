@@ -181,6 +181,15 @@ class Decoder(nn.Module):
         return self.head_conv(F.silu(self.head_norm(h)))
 
 
+def check_images(x: torch.Tensor, config: VAEConfig, what: str) -> None:
+    """A first stage's input check: (batch, in_channels, H, W) with H and W divisible by its downsampling."""
+    f = config.downsampling
+    if x.ndim != 4 or x.shape[1] != config.in_channels:
+        raise ValueError(f"{what} expects (batch, {config.in_channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[-2] % f or x.shape[-1] % f:
+        raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by {f}")
+
+
 class AutoencoderKL(nn.Module):
     """``encode(x) -> posterior mean``; ``decode(z)``; images in [-1, 1], latents unscaled."""
 
@@ -192,16 +201,9 @@ class AutoencoderKL(nn.Module):
         self.post_quant = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
         self.decoder = Decoder(cfg)
 
-    def _check(self, x: torch.Tensor) -> None:
-        f = self.config.downsampling
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"VAE expects (batch, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by {f}")
-
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (clamped to [-30, 20]) of q(z|x)."""
-        self._check(x)
+        check_images(x, self.config, "VAE")
         mean, logvar = self.quant(self.encoder(x)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 

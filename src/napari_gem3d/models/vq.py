@@ -40,7 +40,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .vae import Decoder, Encoder, VAEConfig
+from .vae import Decoder, Encoder, VAEConfig, check_images
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,9 @@ class VQAutoencoder(nn.Module):
         self.quantizer.embedding.weight.requires_grad_(False)
         return self
 
-    def _check(self, x: torch.Tensor) -> None:
-        f = self.config.downsampling
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"VQ autoencoder expects (batch, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-2] % f or x.shape[-1] % f:
-            raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by {f}")
-
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
         """The encoding before quantisation, ``z_e``."""
-        self._check(x)
+        check_images(x, self.config, "VQ autoencoder")
         return self.quant(self.encoder(x))
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
