@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_helpers import tiny_config
+from train_helpers import run_chain, tiny_config
 from training.config import config_from_dict
 from training.engine.dist import DistInfo
 from training.engine.loop import run_loop
@@ -25,18 +25,14 @@ CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, pairs_data):
     """Run the five stages in order (2 steps each); returns {stage: bundle folder}."""
-    tmp = tmp_path_factory.mktemp("chain")
-    out, prev = {}, None
-    for stage, name in CHAIN:
-        raw = tiny_config(tmp, pairs_data, stage, name)
+    def validate_some(stage, raw):
         if stage in ("vae", "volume-stage2"):
             raw["val"]["steps"] = 2  # validation montages (the other stages skip them to stay fast)
-        if prev is not None:
-            raw["model"]["init_bundle"] = str(prev)
-        result = run_stage(config_from_dict(raw), progress=False)
-        prev = out[stage] = tmp / name / "bundle"
-        assert result["bundle"] == str(prev)
-    return out
+
+    ran = run_chain(tmp_path_factory.mktemp("chain"), pairs_data, CHAIN, validate_some)
+    for folder, result in ran.values():
+        assert result["bundle"] == str(folder)
+    return {stage: folder for stage, (folder, _) in ran.items()}
 
 
 def _sample(bundle, mode: str) -> np.ndarray:

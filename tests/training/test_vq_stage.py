@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import tiny_config
+from train_helpers import run_chain
 from training.config import config_from_dict, load_config
-from training.run import run_stage
 
 from napari_gem3d.models import load_bundle
 from napari_gem3d.models.vq import VQAutoencoder
@@ -26,19 +25,13 @@ CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 @pytest.fixture(scope="module")
 def vq_chain(tmp_path_factory, pairs_data):
     """The five stages on a VQ first stage (2 steps each, PatchGAN on); {stage: (bundle folder, last logs)}."""
-    tmp = tmp_path_factory.mktemp("vq_chain")
-    out, prev = {}, None
-    for stage, name in CHAIN:
-        raw = tiny_config(tmp, pairs_data, stage, name)
+    def vq_first_stage(stage, raw):
         if stage == "vae":
             raw["model"]["vae"].update(VQ)
             raw["vae"] = {"adv_weight": 0.1, "adv_start": 0, "disc_layers": 2, "disc_channels": 32}
-        else:
-            raw["model"]["init_bundle"] = str(prev)
-        result = run_stage(config_from_dict(raw), progress=False)
-        prev = tmp / name / "bundle"
-        out[stage] = (prev, result["last"])
-    return out
+
+    ran = run_chain(tmp_path_factory.mktemp("vq_chain"), pairs_data, CHAIN, vq_first_stage)
+    return {stage: (folder, result["last"]) for stage, (folder, result) in ran.items()}
 
 
 def test_vq_stage_logs_code_usage_and_the_adversarial_loss(vq_chain):

@@ -73,6 +73,25 @@ def tiny_config(tmp: Path, data_dir: Path, stage: str, out: str, **sections) -> 
 
 
 
+def run_chain(tmp: Path, data_dir: Path, chain, edit=None) -> dict[str, tuple[Path, dict]]:
+    """Run the ``(stage, folder name)`` chain in order, each stage initialised from the one before;
+    ``edit(stage, raw)`` adjusts a stage's config first. Returns ``{stage: (bundle folder, result)}``."""
+    from training.config import config_from_dict
+    from training.run import run_stage
+
+    out, prev = {}, None
+    for stage, name in chain:
+        raw = tiny_config(tmp, data_dir, stage, name)
+        if prev is not None:
+            raw["model"]["init_bundle"] = str(prev)
+        if edit is not None:
+            edit(stage, raw)
+        result = run_stage(config_from_dict(raw), progress=False)
+        prev = tmp / name / "bundle"
+        out[stage] = (prev, result)
+    return out
+
+
 def require_file(path: Path) -> Path:
     """Skip when offline data is missing (fail when GEM3D_REQUIRE_DATA is set, as in CI)."""
     import os
