@@ -18,14 +18,15 @@ from sampler_helpers import collect, request, tiny_bundle
 
 @pytest.mark.parametrize("rho", [0.5, 0.9])
 def test_the_field_has_unit_marginals_and_the_asked_neighbour_correlation(rho):
-    field = slice_noise_field(3, (400, 2, 16, 16), rho).numpy()
+    prior = SliceNoisePrior(rho, rho)
+    field = slice_noise_field(3, (400, 2, 16, 16), prior).numpy()
     flat = field.reshape(400, -1)
     assert abs(flat.std() - 1.0) < 0.02 and abs(flat.mean()) < 0.02
     neighbours = np.mean([np.corrcoef(flat[k], flat[k + 1])[0, 1] for k in range(399)])
     assert abs(neighbours - rho) < 0.02
     two_apart = np.mean([np.corrcoef(flat[k], flat[k + 2])[0, 1] for k in range(398)])
     assert abs(two_apart - rho**2) < 0.03  # AR(1): correlation rho^d at distance d
-    assert torch.equal(slice_noise_field(3, (400, 2, 16, 16), rho), slice_noise_field(3, (400, 2, 16, 16), rho))
+    assert torch.equal(slice_noise_field(3, (400, 2, 16, 16), prior), slice_noise_field(3, (400, 2, 16, 16), prior))
 
 
 def test_step_draws_are_correlated_along_frames_from_the_same_stream():

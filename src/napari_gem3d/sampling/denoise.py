@@ -192,8 +192,7 @@ def denoise(
             a_next = plan.renoise_a[i + 1]
             neighbours = None
             if correlated:
-                x0 = data_prediction(out, x, a_t.sqrt(), (1.0 - a_t).sqrt(), prediction)
-                neighbours = implied_noise(x_prev, x0, a_next)
+                neighbours = implied_noise(x_prev, step.pred_x0, a_next)
             x = paste_known(x_prev, known, a_next, noises, neighbours)
         else:
             x = x_prev

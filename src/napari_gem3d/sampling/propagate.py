@@ -194,17 +194,15 @@ def generate(
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
 
 
-def slice_noise_field(seed: int, shape: tuple[int, ...], prior: SliceNoisePrior | float) -> torch.Tensor:
-    """Starting noise for a whole volume, correlated ``rho`` between neighbouring slices (AR(1) along axis 0).
+def slice_noise_field(seed: int, shape: tuple[int, ...], prior: SliceNoisePrior) -> torch.Tensor:
+    """Starting noise for a whole volume, correlated between neighbouring slices by ``prior`` (slice_prior.py).
 
-    Every slice is still N(0, I); neighbouring slices are correlated ``rho``. The demo model's
+    Every slice is still N(0, I); neighbouring slices are correlated. The demo model's
     temporal layers barely couple slices, so independent starting noise per slice becomes slice-to-slice
     stripes that the sampler never removes (../shared/design/flicker-diagnosis.md); a correlated start
     lets neighbouring slices begin alike. Windows take their frames from this one field, so a local
     regeneration starts from the same noise as the full run did.
     """
-    if not isinstance(prior, SliceNoisePrior):  # one band, correlation rho
-        prior = SliceNoisePrior(float(prior), float(prior))
     return prior.correlate(SeededNoise(seed, FIELD_STREAM).draw("x_T", shape))
 
 
