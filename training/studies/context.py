@@ -151,8 +151,9 @@ class StudyContext:
         real = np.asarray(self.cases[case].image)
         sim = compare_volumes(real, sample.volume, device="cpu")
         seams = window_seams(sample.volume.shape[0], sample.provenance)
-        cons = consistency(self.volume(case, real), self.volume(case, sample.volume), boundaries=seams)
-        across, within = axis_ratios(self.volume(case, sample.volume), self.volume(case, real))
+        real_volume, generated = self.volume(case, real), self.volume(case, sample.volume)
+        cons = consistency(real_volume, generated, boundaries=seams)
+        across, within = axis_ratios(generated, real_volume)
         return {
             "stripe_index": across / within,
             "slice_axis_ratio": across,

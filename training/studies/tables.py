@@ -31,16 +31,15 @@ METRICS = ("ms_ssim", "psnr_db", "stripe_index", "slice_axis_ratio", "in_plane_r
            "seam_ratio", "seam_ratio_real", "seconds")
 
 
+def _summary(measured: list[dict[str, float]]) -> dict:
+    """One table row: each metric's mean and spread over the measurements (ctx.measure results)."""
+    return {m: summarise([x[m] for x in measured]) for m in METRICS}
+
+
 def _rows(ctx: StudyContext, conditions: dict[str, dict], cases: tuple[str, ...]) -> dict:
-    rows = {}
-    for label, kwargs in conditions.items():
-        per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
-        for case in cases:
-            for seed in ctx.seeds:
-                measured = ctx.measure(case, ctx.sample(case, seed=seed, **kwargs))
-                for m in METRICS:
-                    per_metric[m].append(measured[m])
-        rows[label] = {m: summarise(v) for m, v in per_metric.items()}
+    rows = {label: _summary([ctx.measure(case, ctx.sample(case, seed=seed, **kwargs))
+                             for case in cases for seed in ctx.seeds])
+            for label, kwargs in conditions.items()}
     return {"rows": rows, "cases": list(cases), "seeds": list(ctx.seeds), "expected": EXPECTED}
 
 
@@ -132,16 +131,14 @@ def _vae_round_trip_row(ctx: StudyContext, cases: tuple[str, ...]) -> dict:
 
     from .context import Sample
 
-    per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
     codec = ctx.bundle().codec
+    measured = []
     for case in cases:
         real = np.array(ctx.cases[case].image, np.float32)  # a writable copy for torch
         with torch.no_grad():
             recon = codec.decode(codec.encode(torch.from_numpy(real)[:, None]))[:, 0].float().numpy()
-        measured = ctx.measure(case, Sample(recon, np.asarray(ctx.cases[case].mask), {}, 0.0))
-        for m in METRICS:
-            per_metric[m].append(measured[m])
-    return {m: summarise(v) for m, v in per_metric.items()}
+        measured.append(ctx.measure(case, Sample(recon, np.asarray(ctx.cases[case].mask), {}, 0.0)))
+    return _summary(measured)
 
 
 def c2_stage2(ctx: StudyContext) -> dict:
