@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+
+    from napari_gem3d.io import atomic_write
 
     from .context import StudyContext
     from .downstream import STEPS, downstream
@@ -62,15 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                                        pretrain_steps=args.pretrain_steps or PRETRAIN_STEPS)
             else:
                 result = downstream(ctx) if study == "downstream" else STUDIES[study](ctx)
-            tmp = out / f"{study}.json.part"
-            tmp.write_text(json.dumps(result, indent=1))
-            os.replace(tmp, out / f"{study}.json")
+            with atomic_write(out / f"{study}.json", "w") as fh:
+                json.dump(result, fh, indent=1)
             elapsed = time.perf_counter() - t0
             # re-read: another run may share this out folder (studies split over processes)
             timing = {**(json.loads(timing_path.read_text()) if timing_path.is_file() else {}), study: elapsed}
-            tmp_timing = out / "timing.json.part"
-            tmp_timing.write_text(json.dumps(timing, indent=1))
-            os.replace(tmp_timing, timing_path)
+            with atomic_write(timing_path, "w") as fh:
+                json.dump(timing, fh, indent=1)
             print(f"[studies] {study}: {timing[study]:.0f} s", flush=True)
     header = [
         f"Written by `python -m training.studies` from `{out.name}/` (re-run it to refresh; do not edit by hand).",

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from napari_gem3d.io import atomic_write
+
 HERE = Path(__file__).resolve().parent
 
 TITLES = {
@@ -116,9 +118,8 @@ def write_results(out: Path, goals: dict, dest: Path = HERE / "results.json") ->
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
 
 
 GOALS_TITLE = "Coherence goals (issue 15), measured"
