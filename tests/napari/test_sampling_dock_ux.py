@@ -179,3 +179,51 @@ def test_quality_presets_set_the_solver_and_steps_and_hand_edits_show_custom(vie
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     prov = widget.live.layer.metadata[RESULT_KEY]["provenance"]
     assert prov["solver"] == "dpmpp2m" and prov["steps"] == 8
+
+
+def test_window_boxes_enclose_their_windows_and_are_made_ahead_one_per_turn(viewer_case, qtbot):
+    """A box spans exactly its window's slices (the whole volume in plane); reserve() makes the layers a
+    later round needs, hidden, so that showing two windows then adds no layer (each costs the GUI ~0.1 s)."""
+    from napari_gem3d._napari.layers import layer_to_volume, window_index_range
+    from napari_gem3d._napari.window_boxes import WindowBoxes
+    from napari_gem3d.volume import model_grid
+
+    viewer, image_layer, mask_layer = viewer_case
+    grid = model_grid(layer_to_volume(mask_layer), 32, "S")
+    boxes = WindowBoxes(viewer)
+    boxes.attach(image_layer, grid)
+    boxes.reserve(2, delay_ms=0)
+    made = [lyr for lyr in viewer.layers if lyr.metadata.get(BOX_KEY)]
+    assert len(made) == 1 and not made[0].bounding_box.visible  # one now, the next in a later turn
+    qtbot.waitUntil(lambda: sum(1 for lyr in viewer.layers if lyr.metadata.get(BOX_KEY)) == 2, timeout=5_000)
+    count = len(viewer.layers)
+    windows = [(0, 8), (8, 16)]
+    boxes.show(windows)
+    assert len(viewer.layers) == count  # moved, not made
+    shape = np.asarray(image_layer.data.shape) - 1
+    for layer, (start, stop) in zip(boxes.layers, windows, strict=True):
+        axis, (lo, hi) = window_index_range(grid, start, stop)
+        expected = np.zeros((2, 3))
+        expected[1] = shape
+        expected[:, axis] = (lo, hi - 1)
+        assert layer.bounding_box.visible
+        np.testing.assert_allclose(layer.extent.data, expected)
+        np.testing.assert_allclose(layer.scale, image_layer.scale)
+    boxes.show(windows[:1])
+    assert boxes.layers[0].bounding_box.visible and not boxes.layers[1].bounding_box.visible
+
+
+def test_full_garbage_collections_skip_the_old_objects_while_a_job_runs(viewer_case, qtbot):
+    """gc.freeze while a worker runs (a full collection over napari + torch holds the GIL ~0.2 s), and
+    unfreeze when the last one ends, so nothing that became garbage meanwhile is kept."""
+    import gc
+
+    viewer, _, _ = viewer_case
+    widget = _dock(viewer, qtbot)
+    assert gc.get_freeze_count() == 0
+    seen = []
+    original = widget._on_window
+    widget._on_window = lambda message: (seen.append(gc.get_freeze_count()), original(message))
+    _run(qtbot, widget)
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5_000)
+    assert seen and min(seen) > 0

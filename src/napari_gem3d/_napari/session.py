@@ -171,6 +171,18 @@ def model_loading_steps(path: str | os.PathLike, cache: Path | None = None):
     return load_bundle(folder, device="cpu")
 
 
+def warm_up_checks() -> None:
+    """Import what a first Run imports, while the first GEM-3D dock opens, so the Run does not freeze the
+    viewer for it: the domain check's Otsu threshold (skimage.filters) and the model-grid resampling
+    (skimage.transform) pull in scipy.ndimage and skimage, 0.2-0.3 s. Not in a worker: an import holds the
+    interpreter lock throughout, so the GUI thread would stall just the same, at an unpredictable moment."""
+    # (skimage loads lazily: only taking the function out of the module imports it)
+    from skimage.filters import threshold_otsu  # noqa: F401
+    from skimage.transform import resize  # noqa: F401
+
+    from .. import domain, masks, volume  # noqa: F401
+
+
 def load_model_files(path: str | os.PathLike, cache: Path | None = None):
     """:func:`model_loading_steps` run to the end (no GUI)."""
     from ..sampling.pipeline import run_to_end
@@ -201,6 +213,7 @@ class Session:
         self._versions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._results: list[tuple[weakref.ref, weakref.ref, bytes]] = []  # (result, mask, mask digest)
         self._recheck: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # mask layer -> debounced check
+        warm_up_checks()  # (once per viewer, as its first GEM-3D dock opens)
 
     @property
     def viewer(self) -> napari.Viewer | None:
@@ -275,17 +288,16 @@ class Session:
                 on_done(self.bundles[key])
             return None
 
-        from .jobs import guarded
+        from .jobs import guarded, hold_gc_while
 
         def load_steps():
             return (yield from guarded(model_loading_steps(path)))
 
-        worker = create_worker(
-            load_steps,
-            _start_thread=False,
-            _ignore_errors=True,
-            _progress={"total": 0, "desc": f"Loading model {Path(path).name}"},
-        )
+        # napari's activity list only for a checkpoint to convert (minutes, once): a bundle loads in about a
+        # second, the docks say "Loading…" themselves, and building the list's first progress bar on the GUI
+        # thread while the worker holds the interpreter froze the viewer for up to 0.4 s
+        progress = None if Path(path).is_dir() else {"total": 0, "desc": f"Loading model {Path(path).name}"}
+        worker = create_worker(load_steps, _start_thread=False, _ignore_errors=True, _progress=progress)
 
         def message(text: str) -> None:
             """In napari's activity list; a converted checkpoint (minutes, once) also gets a notification
@@ -307,6 +319,7 @@ class Session:
         worker.returned.connect(returned)
         if on_error:
             worker.errored.connect(on_error)
+        hold_gc_while(worker)
         worker.start()
         return worker
 

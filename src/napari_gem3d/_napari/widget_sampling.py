@@ -609,6 +609,10 @@ class SamplingWidget(DockWidget):
         live = self.live
         if live is not None and not self._closed and not live.layer.metadata[RESULT_KEY]["windows_done"]:
             self._show_running(0)
+            # the later rounds run up to two windows at once (up and down): their boxes are made now, in
+            # turns of their own, not when the first window arrives
+            widest = max(sum(1 for w in live.plan if w.round == r) for r in {w.round for w in live.plan})
+            QTimer.singleShot(BOX_DELAY_MS, lambda: self.boxes.reserve(widest, BOX_DELAY_MS))
 
     def _on_window(self, message: WindowBlock) -> None:
         live = self.live

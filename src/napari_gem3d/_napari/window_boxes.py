@@ -14,10 +14,13 @@ BOX_KEY = "gem3d_window_box"  # metadata flag of the box layers (found again by 
 
 
 class WindowBoxes:
-    """Yellow bounding boxes (Points layers with the bounding-box overlay) around the running windows.
+    """Yellow bounding boxes around the running windows: the bounding-box overlay of a Vectors layer whose
+    one invisible vector runs from a window's first corner to its last.
 
-    The box layers are made once and reused (hidden between runs): adding and removing layers costs far
-    more GUI time than moving a box.
+    Vectors, not Points: a Points layer draws a (possibly empty) text visual, and vispy renders ten font
+    glyphs the first time one is drawn (~0.15 s on the GUI thread at the first Run). The box layers are
+    made once and reused (hidden between runs): adding and removing layers costs far more GUI time than
+    moving a box.
     """
 
     def __init__(self, viewer):
@@ -59,7 +62,7 @@ class WindowBoxes:
             ):
                 for name, value in transforms_of(like).items():
                     setattr(layer, name, value)
-            layer.data = np.stack([a, b])
+            layer.data = np.stack([a, b - a])[None]  # one vector: position, projection
             # toggling the overlay, not the layer: a layer's visibility re-slices and redraws the scene
             if not layer.bounding_box.visible:
                 layer.bounding_box.visible = True
@@ -67,12 +70,25 @@ class WindowBoxes:
             if layer.bounding_box.visible:
                 layer.bounding_box.visible = False
 
+    def reserve(self, count: int, delay_ms: int = 0) -> None:
+        """Make box layers (hidden) until there are ``count``, one per turn of the event loop, so that a
+        later round of windows only moves boxes: each new layer costs the GUI thread ~0.1 s."""
+        from qtpy.QtCore import QTimer
+
+        like = self.like() if self.like is not None else None
+        self.layers = [layer for layer in self.layers if layer in self.viewer.layers]
+        if like is None or len(self.layers) >= count:
+            return
+        layer = self._new_layer(like, len(self.layers))
+        layer.bounding_box.visible = False
+        self.layers.append(layer)
+        QTimer.singleShot(delay_ms, lambda: self.reserve(count, delay_ms))
+
     def _new_layer(self, like, k: int):
         active = self.viewer.layers.selection.active
-        layer = self.viewer.add_points(
-            np.zeros((2, 3)),
+        layer = self.viewer.add_vectors(
+            np.zeros((1, 2, 3)),
             name=BOX_NAME if k == 0 else f"{BOX_NAME} {k + 1}",
-            size=0.01,
             opacity=0.0,
             metadata={BOX_KEY: True},
             **transforms_of(like),
