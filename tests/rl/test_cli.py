@@ -65,6 +65,13 @@ def test_rl_config_run_writes_report_and_bundle(tmp_path):
     assert report["training"]["last_epoch"]["ratio_dev_first"] < 1e-5
     curve = report["training"]["heldout_curve"]
     assert [h["epoch"] for h in curve if "epoch" in h] == [0, 1, 2]
+    reward_curve = report["training"]["heldout_reward_curve"]  # the held-out reward against rollouts
+    per_epoch = cfg["rollout"]["conditions"] * cfg["rollout"]["group_size"]
+    assert [(p["epoch"], p["rollouts"]) for p in reward_curve] == [(e, e * per_epoch) for e in (0, 1, 2)]
+    # before training the policy is the base model (LoRA starts at zero) on the same seeds: no change at all
+    assert reward_curve[0]["combined_reward_delta_z"] == pytest.approx(0.0, abs=1e-6)
+    assert reward_curve[0]["ms_ssim_delta"] == pytest.approx(0.0, abs=1e-6)
+    assert [p["heldout2d"] for p in reward_curve] == pytest.approx([h["heldout"] for h in curve if "epoch" in h])
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     keys = set().union(*logs)
     for k in ("reward/realism2d", "reward/coherence3d", "reward/dice", "reward/stats", "kl_ref", "clipfrac",

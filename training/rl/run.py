@@ -22,7 +22,7 @@ from ..engine.dist import DistInfo, barrier, init_distributed, shutdown
 from ..engine.loop import _Logger as MetricsLogger
 from .config import RLConfig
 from .data import centre_conditions, random_conditions
-from .evaluate import compare, evaluate_model, generate_eval, heldout_score
+from .evaluate import compare, curve_point, evaluate_model, generate_eval, heldout_score, score_eval
 from .lora import merge_lora
 from .rewards.components import Coherence3D, IntensityStats, MaskDice, Realism2D, RewardSet, StatsReference
 from .rewards.critics import CriticSet, CriticSpec
@@ -168,8 +168,18 @@ def run_rl(cfg: RLConfig, *, log=print) -> dict:
 
         heldout_rollout_conds = heldout_conds
 
+        curve: list[dict] = []  # the held-out reward at each evaluation, against the rollouts trained on
+        per_epoch = per_rank * info.world * cfg.rollout.group_size
+
         def heldout(b: ModelBundle) -> float:  # every rank computes it (same seeds), so they agree on stopping
-            return heldout_score(critics["heldout2d"], generate_eval(b, heldout_rollout_conds, **ev))
+            rollouts = generate_eval(b, heldout_rollout_conds, **ev)
+            if info.is_main:
+                now = score_eval(rollouts, heldout_conds, report_rewards, critics["heldout2d"], fid=False)
+                epoch = sum(1 for h in trainer.history if "loss" in h)
+                curve.append(curve_point(before, now, dict(report_rewards.weights), epoch=epoch,
+                                         rollouts=epoch * per_epoch))
+                log(f"[rl] held-out curve: {json.dumps(curve[-1])}")
+            return heldout_score(critics["heldout2d"], rollouts)
 
         step = {"n": 0}
 
@@ -203,7 +213,8 @@ def run_rl(cfg: RLConfig, *, log=print) -> dict:
                 "critics": critics.info,
                 "training": {"epochs_run": epochs_run, "world_size": info.world,
                              "last_epoch": next((h for h in reversed(history) if "epoch" in h and "loss" in h), {}),
-                             "heldout_curve": [h for h in history if "heldout" in h or "restored_best_heldout" in h]},
+                             "heldout_curve": [h for h in history if "heldout" in h or "restored_best_heldout" in h],
+                             "heldout_reward_curve": curve},
                 "timing_s": timing,
                 "config": cfg.to_dict(),
             }
