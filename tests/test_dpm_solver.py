@@ -309,10 +309,22 @@ def test_cli_solver_option():
 
     p = argparse.ArgumentParser()
     add_sampling_options(p)
-    assert sampling_options(p.parse_args(["--device", "cpu"])).solver == "ddim"
-    assert sampling_options(p.parse_args(["--device", "cpu", "--solver", "dpmpp2m"])).solver == "dpmpp2m"
-    with pytest.raises(SystemExit):
-        p.parse_args(["--solver", "euler"])
+
+    def chosen(*argv):
+        options = sampling_options(p.parse_args(["--device", "cpu", *argv]))
+        return options.solver, options.steps
+
+    assert chosen() == ("dpmpp2m", 8)  # --quality fast, the default
+    assert chosen("--quality", "standard") == ("ddim", 25)
+    assert chosen("--quality", "official") == ("ddim", 50)
+    assert chosen("--official-compat") == ("ddim", 50)  # the official sampler unless asked otherwise
+    assert chosen("--official-compat", "--steps", "20") == ("ddim", 20)
+    assert chosen("--steps", "12") == ("dpmpp2m", 12)
+    assert chosen("--solver", "ddim") == ("ddim", 8)
+    assert chosen("--quality", "official", "--solver", "dpmpp2m", "--steps", "10") == ("dpmpp2m", 10)
+    for bad in (["--solver", "euler"], ["--quality", "best"], ["--steps", "0"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad)
 
 
 # ----------------------------------------------------------------------------------------- end to end

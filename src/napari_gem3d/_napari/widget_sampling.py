@@ -22,7 +22,12 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
-from ..sampling.request import UNTRAINED_PRIOR_CORRELATION, coarse_correlation_for, model_slice_noise_correlation
+from ..sampling.request import (
+    QUALITY_PRESETS,
+    UNTRAINED_PRIOR_CORRELATION,
+    coarse_correlation_for,
+    model_slice_noise_correlation,
+)
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
@@ -40,12 +45,9 @@ VIEWS = {
     "coronal": ((1, 0, 2), ("up", "right")),
     "sagittal": ((2, 0, 1), ("up", "right")),
 }
-#: quality presets of the dock: name -> (solver, steps). DPM-Solver++ at 8 steps scored as DDIM-25 on held-out
-#: Colin27 in a third of the time (benchmarks/bench_interactive.py; docs/benchmarks.md)
+#: the dock's names of the quality presets (sampling.request.QUALITY_PRESETS): name -> (solver, steps)
 QUALITY = {
-    "Fast (8 steps)": ("dpmpp2m", 8),
-    "Standard (25 steps)": ("ddim", 25),
-    "Official (50 steps)": ("ddim", 50),
+    f"{name.capitalize()} ({steps} steps)": (solver, steps) for name, (solver, steps) in QUALITY_PRESETS.items()
 }
 CUSTOM = "Custom (Advanced)"
 BOX_DELAY_MS = 30  # the first window boxes wait for the result layer's first draw

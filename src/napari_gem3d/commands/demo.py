@@ -20,7 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_sampling_options(p)
     add_output_options(p)
-    p.set_defaults(steps=25)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         [("real image", image), ("mask", mask), ("generated", generated)],
         args.out / "montage.png",
         kinds=["image", "labels", "image"],
-        title=f"{bundle.config.name}: {out.provenance['num_windows']} windows, {args.steps} steps, "
+        title=f"{bundle.config.name}: {out.provenance['num_windows']} windows, {out.provenance['solver']} "
+        f"{out.provenance['steps']} steps, "
         f"{out.provenance['timings_s']['total']:.1f} s on {out.provenance['device']}",
     )
     print(f"wrote {target} and {args.out / 'montage.png'} ({out.provenance['timings_s']['total']:.1f} s)")
