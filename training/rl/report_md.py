@@ -53,7 +53,8 @@ def run_markdown(path: Path) -> list[str]:
         lines += [
             "Held-out curve (every evaluation during training; same conditions and seeds as the table, no FID):",
             "",
-            "| epoch | rollouts trained on | combined reward change (base std) | MS-SSIM change | held-out 2-D critic |",
+            "| epoch | rollouts trained on | combined reward change (base std) | MS-SSIM change "
+            "| held-out 2-D critic |",
             "|---:|---:|---:|---:|---:|",
             *(f"| {p['epoch']} | {p['rollouts']} | {p['combined_reward_delta_z']:+.2f} | {p['ms_ssim_delta']:+.4f} | "
               f"{p['heldout2d']:.4g} |" for p in curve),
