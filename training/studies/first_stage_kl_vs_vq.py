@@ -27,12 +27,11 @@ from napari_gem3d.models import load_bundle
 
 from ..config import config_from_dict
 from ..engine.dist import DistInfo
+from ..recipes.demo.__main__ import FIRST_STAGES as KINDS  # the two bottlenecks
 from ..recipes.demo.__main__ import base_config  # held out: VAL_CASES (Colin27)
 from ..recipes.demo.build import build_cases
 from ..run import run_stage
 from ..stages.common import split_cases
-
-KINDS = {"kl": {}, "vq": {"kind": "vq", "codebook_size": 256, "dead_code_steps": 50}}
 
 
 def stage_config(out: Path, raw: Path, kind: str, steps: int, batch: int) -> dict:

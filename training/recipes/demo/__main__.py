@@ -42,6 +42,9 @@ ORDER = ("vae", "slice", "volume-stage1", "volume-stage2", "baseline")
 #: share of a --budget-minutes time budget per stage: the CPU run's wall-time shares (REPORT.md, 72 min)
 BUDGET_SHARE = {"vae": 0.21, "slice": 0.05, "volume-stage1": 0.32, "volume-stage2": 0.12, "baseline": 0.30}
 VAL_CASES = ["colin27", "colin27_tumour"]
+#: the first stage's bottleneck (--first-stage): the KL autoencoder (the shipped model) or a VQ-GAN of the same
+#: encoder and decoder (EMA codebook + commitment loss); the first-stage study uses the same two
+FIRST_STAGES = {"kl": {}, "vq": {"kind": "vq", "codebook_size": 256, "dead_code_steps": 50}}
 
 
 #: What the demo model is told about itself; training/card.py adds the measured spacing, FOV and intensities.
@@ -103,10 +106,13 @@ def base_config(out: Path, raw: Path) -> dict:
 
 
 def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str = "auto",
-                 budget_minutes: float = 0.0, storage: str = "fp32") -> dict:
+                 budget_minutes: float = 0.0, storage: str = "fp32", first_stage: str = "kl") -> dict:
     """One stage's config; ``budget_minutes`` (whole recipe) gives the stage its BUDGET_SHARE as
     ``train.max_minutes`` (it stops there, or at its steps, whichever comes first)."""
     cfg = base_config(out, raw)
+    cfg["model"]["vae"].update(FIRST_STAGES[first_stage])
+    if first_stage != "kl":
+        cfg["model"]["name"] += f"-{first_stage}"
     steps, batch, lr = SCHEDULE[stage]
     cfg.update(stage=stage, out=str(out / stage))
     cfg["train"].update(steps=max(2, int(round(steps * scale))), batch_size=batch, lr=lr, device=device,
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                         "at its share or its steps (raise --scale on a GPU so the budget is what stops it)")
     p.add_argument("--storage", choices=["fp32", "fp16"], default=None,
                    help="bundle weight storage (default: fp16 on a GPU, so every file stays small, else fp32)")
+    p.add_argument("--first-stage", choices=list(FIRST_STAGES), default="kl",
+                   help="the autoencoder: kl (default, the shipped model) or vq (a VQ-GAN of the same size)")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--install", action="store_true", help="copy the bundle + demo case into the package")
     args = p.parse_args(argv)
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages:
         cfg_path = out / "configs" / f"{stage}.yaml"
         cfg = stage_config(stage, out, raw, args.scale, device=args.device, budget_minutes=args.budget_minutes,
-                           storage=storage)
+                           storage=storage, first_stage=args.first_stage)
         done = out / stage / "result.json"
         if done.is_file() and _finished(json.loads(done.read_text()), cfg):
             print(f"[demo] {stage}: already trained ({done})", flush=True)
