@@ -93,3 +93,46 @@ def test_goals_say_missed_when_a_target_is_not_reached(tmp_path):
     assert goals["stripe index <= 1.2 (GEM-3D, DDIM eta 1)"]["met"] is False
     assert goals["stripe index <= 1.2 (GEM-3D, DPM-Solver++ 8 steps)"]["met"] is True
     assert "| **no** |" in "\n".join(goals_markdown(goals))
+
+
+def test_the_first_stage_study_checks_vq_against_kl_on_every_measure(tmp_path):
+    kl, vq = "KL autoencoder (the run's chain)", "VQ-GAN, same size and schedule"
+    rows = {kl: {"recon_psnr_db": _stat(17.5), "ms_ssim": _stat(0.60), "stripe_index": _stat(1.8), "FID-A": _stat(0.8),
+                 "dice_tissue": _stat(0.55)},
+            vq: {"recon_psnr_db": _stat(18.3), "ms_ssim": _stat(0.55), "stripe_index": _stat(1.5), "FID-A": _stat(0.9),
+                 "dice_tissue": _stat(0.55, 0.0, 0)}}
+    (tmp_path / "first_stage.json").write_text(json.dumps({"rows": rows}))
+    lines = findings(tmp_path)["first_stage"].splitlines()
+    assert lines[0].startswith("2 of 9 orderings agree")  # a measure missing from a row counts as not measured
+    assert any("round trip PSNR" in s and "agrees" in s for s in lines)
+    assert any(s.startswith("- MS-SSIM") and "DISAGREES" in s for s in lines)
+    assert any("stripe index" in s and "agrees" in s for s in lines)  # 1.5 is closer to 1 than 1.8
+    assert any("FID-A" in s and "DISAGREES" in s for s in lines)
+    assert any("Dice tissue" in s and "not measured" in s for s in lines)
+    assert any("| VQ-GAN, same size and schedule |" in s for s in table_markdown("first_stage", {"rows": rows}))
+
+
+def test_a_study_context_finds_another_runs_stage_two_bundle(tmp_path):
+    import pytest
+
+    from training.studies.context import StudyContext
+
+    ctx = StudyContext(run=tmp_path / "kl", out=tmp_path / "out", steps=2, seeds=(0,))
+    ctx.other_runs["vq"] = tmp_path / "vq"
+    (tmp_path / "vq" / "volume-stage2" / "bundle").mkdir(parents=True)
+    (tmp_path / "vq" / "volume-stage2" / "bundle" / "config.json").write_text("{}")
+    assert ctx.bundle_path("vq") == tmp_path / "vq" / "volume-stage2" / "bundle"
+    with pytest.raises(FileNotFoundError, match=f"--out {tmp_path / 'kl'}"):
+        ctx.bundle_path("final")
+
+
+def test_the_demo_recipe_trains_every_stage_on_the_chosen_first_stage(tmp_path):
+    from training.recipes.demo.__main__ import ORDER, stage_config
+
+    for stage in ORDER:
+        vq = stage_config(stage, tmp_path, tmp_path / "raw", 0.1, first_stage="vq")
+        kl = stage_config(stage, tmp_path, tmp_path / "raw", 0.1)
+        assert vq["model"]["vae"]["kind"] == "vq" and "kind" not in kl["model"]["vae"]
+        assert vq["model"]["name"] == kl["model"]["name"] + "-vq"
+        assert {k: v for k, v in vq["model"]["vae"].items() if k in kl["model"]["vae"]} == kl["model"]["vae"]
+        assert vq["train"] == kl["train"]  # same schedule: only the bottleneck differs

@@ -3,6 +3,7 @@
     python -m training.recipes.demo --out runs/demo          # the run the studies read (bundles, cases)
     python -m training.studies --run runs/demo --out runs/studies [--only table2 c1] [--seeds 0 1 2]
     python -m training.studies --run runs/demo --out runs/studies --only pretrain --seg-steps 150 --pretrain-steps 300
+    python -m training.studies --run runs/demo --out runs/studies --only first_stage --vq-run runs/demo-vq
 
 Samples are cached under ``OUT/samples/`` and each study's numbers in ``OUT/<study>.json``: re-running
 continues where an interrupted run stopped. ``--report-only`` rewrites the report from those files.
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = ("table2", "c1", "coherence", "compat", "c2", "table1", "downstream", "pretrain")
+ORDER = ("table2", "c1", "coherence", "compat", "c2", "table1", "downstream", "pretrain", "first_stage")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seg-steps", type=int, default=None, help="segmenter training steps (pretrain study)")
     p.add_argument("--pretrain-steps", type=int, default=None, help="pretrain-seg steps (pretrain study)")
     p.add_argument("--subjects", nargs="*", type=int, default=[1, 2, 3], help="labelled subjects (pretrain study)")
+    p.add_argument("--vq-run", type=Path, default=None,
+                   help="a demo recipe run with --first-stage vq (the first_stage study; skipped without it)")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
 
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .context import StudyContext
     from .downstream import STEPS, downstream
+    from .first_stage import first_stage
     from .pretrain_arms import PRETRAIN_STEPS, pretrain_arms
     from .report import coherence_goals, findings, goals_markdown, write_report, write_results
     from .tables import STUDIES
@@ -52,15 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         try:
             ctx = StudyContext.load(args.run.resolve(), out, steps=args.steps, seeds=tuple(args.seeds))
+            if args.vq_run is not None:
+                ctx.other_runs["vq"] = args.vq_run.resolve()
         except (FileNotFoundError, ValueError) as exc:
             print(f"python -m training.studies: {exc}", file=sys.stderr)
             return 2
         for study in (s for s in ORDER if s in args.only):
+            if study == "first_stage" and args.vq_run is None:
+                print("[studies] first_stage: skipped (it needs --vq-run)", flush=True)
+                continue
             t0 = time.perf_counter()
             print(f"[studies] {study} ...", flush=True)
             if study == "pretrain":
                 result = pretrain_arms(ctx, counts=tuple(args.subjects), seg_steps=args.seg_steps or STEPS,
                                        pretrain_steps=args.pretrain_steps or PRETRAIN_STEPS)
+            elif study == "first_stage":
+                result = first_stage(ctx)
             else:
                 result = downstream(ctx) if study == "downstream" else STUDIES[study](ctx)
             with atomic_write(out / f"{study}.json", "w") as fh:

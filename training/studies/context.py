@@ -54,6 +54,7 @@ class StudyContext:
     cases: dict[str, CachedCase] = field(default_factory=dict)
     heldout: tuple[str, ...] = ()
     training: tuple[str, ...] = ()
+    other_runs: dict[str, Path] = field(default_factory=dict)  # e.g. "vq": a demo recipe run with --first-stage vq
     _bundles: dict[str, ModelBundle] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------ loading
@@ -72,11 +73,15 @@ class StudyContext:
         return ctx
 
     def bundle_path(self, which: str) -> Path:
-        """"final": the recipe's last bundle (volume + baseline + slice); "stage1": before stage 2."""
-        stage = {"final": "baseline", "stage1": "volume-stage1"}[which]
-        path = self.run / stage / "bundle"
+        """"final": the recipe's last bundle (volume + baseline + slice); "stage1": before stage 2; a name of
+        ``other_runs``: that run's stage-2 bundle (GEM-3D; no baseline needed)."""
+        if which in self.other_runs:
+            run, stage = self.other_runs[which], "volume-stage2"
+        else:
+            run, stage = self.run, {"final": "baseline", "stage1": "volume-stage1"}[which]
+        path = run / stage / "bundle"
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is missing: run python -m training.recipes.demo --out {self.run}")
+            raise FileNotFoundError(f"{path} is missing: run python -m training.recipes.demo --out {run}")
         return path
 
     def bundle(self, which: str = "final") -> ModelBundle:

@@ -44,14 +44,14 @@ def real_cases(ctx: StudyContext, subjects: tuple[str, ...] = SUBJECTS) -> list[
     return chosen
 
 
-def training_pairs(ctx: StudyContext, copies: int,
-                   subjects: tuple[str, ...] = SUBJECTS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, mask) volumes: the real cases plus ``copies`` generated ones per real case."""
+def training_pairs(ctx: StudyContext, copies: int, subjects: tuple[str, ...] = SUBJECTS,
+                   model: str = "final") -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, mask) volumes: the real cases plus ``copies`` generated ones per real case (by ``model``)."""
     names = real_cases(ctx, subjects)
     pairs = [(np.asarray(ctx.cases[n].image), np.asarray(ctx.cases[n].mask)) for n in names]
     for n in names:
         for k in range(copies):
-            s = ctx.sample(n, seed=100 + k, informed="true", augment=True)
+            s = ctx.sample(n, seed=100 + k, informed="true", augment=True, model=model)
             pairs.append((s.volume, s.mask))
     return pairs
 

@@ -19,6 +19,7 @@ TITLES = {
     "coherence": "Slice-to-slice stripes: noise prior and solver",
     "downstream": "Table 4 (small): downstream segmentation with GEM-3D-enhanced training data",
     "pretrain": "Issue 17: diffusion-pretrained segmenter (± coordinate head) vs GEM-3D data, 1-3 labelled subjects",
+    "first_stage": "Issue 17: KL autoencoder vs VQ-GAN first stage at equal size, each under a whole GEM-3D chain",
 }
 COLUMNS = {
     "table2": ("ms_ssim", "psnr_db", "stripe_index", "consistency_ratio", "seconds"),
@@ -29,6 +30,8 @@ COLUMNS = {
     "coherence": ("ms_ssim", "stripe_index", "slice_axis_ratio", "in_plane_ratio", "seam_ratio", "seconds"),
     "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
     "pretrain": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
+    "first_stage": ("parameters_first_stage", "recon_psnr_db", "recon_ms_ssim", "ms_ssim", "stripe_index",
+                    "slice_axis_ratio", "in_plane_ratio", "FID-A", "FID-C", "FID-S", "dice_tissue", "dice_tumour"),
 }
 NAMES = {
     "ms_ssim": "MS-SSIM ↑", "psnr_db": "PSNR dB ↑", "stripe_index": "stripe index (1 = real)",
@@ -37,7 +40,8 @@ NAMES = {
     "seam_ratio": "seam ratio (generated)", "seam_ratio_real": "seam ratio (real, same indices)",
     "seconds": "s / volume", "FID-A": "FID-A ↓", "FID-C": "FID-C ↓", "FID-S": "FID-S ↓",
     "volumes": "training volumes", "dice_tumour": "Dice tumour ↑", "dice_tissue": "Dice tissue ↑",
-    "hd95_tumour_mm": "HD95 tumour mm ↓",
+    "hd95_tumour_mm": "HD95 tumour mm ↓", "parameters_first_stage": "first-stage parameters",
+    "recon_psnr_db": "round trip PSNR dB ↑", "recon_ms_ssim": "round trip MS-SSIM ↑",
 }
 
 
@@ -217,6 +221,10 @@ CLAIMS = {
                               ("GEM-3D-enhanced data", "random init"),
                               ("pretrained (+ coordinates) and GEM-3D data", "random init"))
                  for m, better in (("dice_tumour", "higher"), ("dice_tissue", "higher"), ("hd95_tumour_mm", "lower"))],
+    "first_stage": [("VQ-GAN, same size and schedule", "KL autoencoder (the run's chain)", m, better)
+                    for m, better in (("recon_psnr_db", "higher"), ("recon_ms_ssim", "higher"), ("ms_ssim", "higher"),
+                                      ("stripe_index", "closer1"), ("FID-A", "lower"), ("FID-C", "lower"),
+                                      ("FID-S", "lower"), ("dice_tissue", "higher"), ("dice_tumour", "higher"))],
 }
 
 
