@@ -140,3 +140,47 @@ def test_the_report_checks_the_pretrain_arms_per_subject_count(tmp_path):
     assert any("diffusion-pretrained vs 1 labelled subject: random init" in s and "agrees" in s for s in lines)
     assert any("coordinate head vs 1 labelled subject: diffusion-pretrained" in s and "DISAGREES" in s
                for s in lines)
+
+
+def test_a_two_and_a_half_d_stack_holds_each_slice_in_the_middle_with_the_ends_repeated():
+    from training.pretrain_seg.slices import channels, neighbour_index, stack_neighbours
+
+    vol = np.arange(5)[:, None, None] * np.ones((5, 2, 3))
+    stack = stack_neighbours(vol, 1)
+    assert stack.shape == (5, 3, 2, 3) and np.array_equal(stack[:, 1], vol)
+    assert neighbour_index(5, 1).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 4]]
+    assert np.array_equal(stack_neighbours(vol, 0)[:, 0], vol) and channels(2) == 5
+    with pytest.raises(ValueError):
+        channels(-1)
+
+
+def test_the_stacked_denoising_target_is_the_middle_slice():
+    """A network that returns its (noise-free, t = 0) input: the loss is zero only against the middle channel."""
+    stack = torch.randn(4, 3, 8, 8)
+
+    def echo(channel):
+        return lambda x: x[:, channel : channel + 1].repeat(1, OUTPUT_CHANNELS, 1, 1)
+
+    schedule = NoiseSchedule(kind="cosine")
+    losses = [float(pretrain_losses(echo(c), stack, None, schedule, torch.Generator().manual_seed(0),
+                                    max_timestep=1)["loss/denoise"]) for c in range(3)]
+    assert losses[1] < 1e-3 < min(losses[0], losses[2]), losses
+
+
+def test_cli_pretrains_a_two_and_a_half_d_encoder_that_fits_only_a_three_slice_segmenter(tmp_path, pairs_data):
+    from training.studies.downstream import predict, train_segmenter
+
+    raw = tiny_config(tmp_path, pairs_data, "vae", "pretrain25", train={"steps": 2, "ckpt_every": 1})
+    raw = {k: v for k, v in raw.items() if k in ("out", "seed", "data", "train")}
+    raw.update(stage="pretrain-seg", pretrain={"coord_weight": 1.0, "context": 1})
+    path = tmp_path / "pretrain25.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert training_main(["pretrain-seg", "--config", str(path)]) == 0
+    export = tmp_path / "pretrain25" / "bundle"
+    assert json.loads((export / "encoder.json").read_text())["in_channels"] == 3
+    with pytest.raises(ValueError):
+        load_encoder(segmentation_unet(7), export)
+    vol = np.random.default_rng(0).uniform(-1, 1, (6, 16, 16)).astype(np.float32)
+    mask = (vol > 0).astype(np.int64)
+    net = train_segmenter([(vol, mask)], 0, steps=2, init=export, context=1)
+    assert net.in_channels == 3 and predict(net, vol).shape == vol.shape

@@ -23,12 +23,13 @@ class PretrainOptions:
     schedule: dict = field(default_factory=lambda: {"kind": "cosine"})  # NoiseSchedule fields
     max_timestep: int = 0  # sample t in [0, max_timestep); 0: the whole schedule
     labels: Any = "demo"  # the label spec the case cache was made with (masks are not used)
+    context: int = 0  # 2.5-D: neighbouring slices on each side as input channels (slices.py); 0: 2-D
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"pretrain.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        if self.coord_weight < 0 or self.max_timestep < 0:
-            raise ValueError("pretrain.coord_weight and pretrain.max_timestep must be >= 0")
+        if self.coord_weight < 0 or self.max_timestep < 0 or self.context < 0:
+            raise ValueError("pretrain.coord_weight, pretrain.max_timestep and pretrain.context must be >= 0")
 
     @property
     def coordinate_head(self) -> bool:

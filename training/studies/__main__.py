@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seg-steps", type=int, default=None, help="segmenter training steps (pretrain study)")
     p.add_argument("--pretrain-steps", type=int, default=None, help="pretrain-seg steps (pretrain study)")
     p.add_argument("--subjects", nargs="*", type=int, default=[1, 2, 3], help="labelled subjects (pretrain study)")
+    p.add_argument("--arms", nargs="*", default=None,
+                   help="pretrain study: only these arms (default all); rows of the others already in OUT are kept")
     p.add_argument("--vq-run", type=Path, default=None,
                    help="a demo recipe run with --first-stage vq (the first_stage study; skipped without it)")
     p.add_argument("--report-only", action="store_true")
@@ -68,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             print(f"[studies] {study} ...", flush=True)
             if study == "pretrain":
+                earlier = out / "pretrain.json"
                 result = pretrain_arms(ctx, counts=tuple(args.subjects), seg_steps=args.seg_steps or STEPS,
-                                       pretrain_steps=args.pretrain_steps or PRETRAIN_STEPS)
+                                       pretrain_steps=args.pretrain_steps or PRETRAIN_STEPS,
+                                       arms=tuple(args.arms) if args.arms else None,
+                                       earlier=json.loads(earlier.read_text()) if earlier.is_file() else None)
             elif study == "first_stage":
                 result = first_stage(ctx)
             else:

@@ -19,6 +19,7 @@ from monai.networks.nets import UNet
 from napari_gem3d.metrics.segmentation import dice_per_label, hd95_per_label
 
 from ..pretrain_seg.network import load_encoder, segmentation_unet
+from ..pretrain_seg.slices import channels, stack_neighbours
 from .context import TUMOUR_LABELS, StudyContext, summarise
 
 SUBJECTS = ("mni152", "itk_t1", "brain1")
@@ -57,15 +58,16 @@ def training_pairs(ctx: StudyContext, copies: int, subjects: tuple[str, ...] = S
 
 
 def train_segmenter(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, *, steps: int = STEPS,
-                    init=None) -> UNet:
-    """Train from random weights, or with the encoder of ``init`` (a ``pretrain-seg`` export) loaded."""
+                    init=None, context: int = 0) -> UNet:
+    """Train from random weights, or with the encoder of ``init`` (a ``pretrain-seg`` export) loaded;
+    ``context`` > 0: 2.5-D, each slice with ``context`` neighbours on each side as input channels."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    images = np.concatenate([p[0] for p in pairs]).astype(np.float32)
+    images = np.concatenate([stack_neighbours(p[0], context) for p in pairs]).astype(np.float32)
     masks = np.concatenate([p[1] for p in pairs]).astype(np.int64)
     keep = (masks > 0).reshape(len(masks), -1).any(axis=1)  # slices with some brain
     images, masks = images[keep], masks[keep]
-    net = segmentation_unet(NUM_CLASSES)
+    net = segmentation_unet(NUM_CLASSES, in_channels=channels(context))
     if init is not None:
         load_encoder(net, init)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -73,7 +75,7 @@ def train_segmenter(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, *, st
     net.train()
     for _ in range(steps):
         idx = rng.integers(0, len(images), BATCH)
-        x = torch.from_numpy(images[idx])[:, None]
+        x = torch.from_numpy(images[idx])
         y = torch.from_numpy(masks[idx])[:, None]
         flip = rng.random() < 0.5
         if flip:
@@ -87,7 +89,8 @@ def train_segmenter(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, *, st
 
 @torch.no_grad()
 def predict(net: UNet, image: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(np.asarray(image, np.float32))[:, None]
+    """Labels of every slice of ``image`` (Z, h, w); a 2.5-D network gets each slice's neighbours too."""
+    x = torch.from_numpy(stack_neighbours(np.asarray(image, np.float32), (net.in_channels - 1) // 2))
     return torch.cat([net(x[i : i + 32]).argmax(1) for i in range(0, len(x), 32)]).numpy()
 
 

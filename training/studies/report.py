@@ -219,7 +219,10 @@ CLAIMS = {
                               ("diffusion-pretrained + coordinate head", "random init"),
                               ("diffusion-pretrained + coordinate head", "diffusion-pretrained"),
                               ("GEM-3D-enhanced data", "random init"),
-                              ("pretrained (+ coordinates) and GEM-3D data", "random init"))
+                              ("pretrained (+ coordinates) and GEM-3D data", "random init"),
+                              ("2.5-D (3 slices), random init", "random init"),
+                              ("2.5-D (3 slices), diffusion-pretrained + coordinate head",
+                               "2.5-D (3 slices), random init"))
                  for m, better in (("dice_tumour", "higher"), ("dice_tissue", "higher"), ("hd95_tumour_mm", "lower"))],
     "first_stage": [("VQ-GAN, same size and schedule", "KL autoencoder (the run's chain)", m, better)
                     for m, better in (("recon_psnr_db", "higher"), ("recon_ms_ssim", "higher"), ("ms_ssim", "higher"),
