@@ -365,3 +365,30 @@ def test_every_result_of_an_edited_mask_is_marked_stale_through_naparis_plugin_p
     assert len(results) == 2
     _grow_core(mask_layer, [12])
     assert all(layer.name.endswith(STALE_SUFFIX) for layer in results)
+
+
+def test_a_bundle_with_a_vq_first_stage_loads_and_generates_in_the_dock(viewer_case_without_model, qtbot, tmp_path):
+    """Issue 17: the VQ-GAN first stage is a bundle like any other for the plugin (load, sample, provenance)."""
+    import dataclasses
+
+    from napari_gem3d._napari.session import get_session
+    from napari_gem3d.models import save_bundle
+    from napari_gem3d.models.presets import small_config
+    from napari_gem3d.models.vq import VQConfig
+    from sampler_helpers import bundle_from_config
+
+    viewer, image_layer, mask_layer = viewer_case_without_model
+    config = small_config(32, window=8, name="tiny-vq")
+    config = dataclasses.replace(config, vae=VQConfig(**dataclasses.asdict(config.vae), codebook_size=16))
+    path = save_bundle(bundle_from_config(config), tmp_path / "tiny-vq")
+    session = get_session(viewer)
+    session.load_model(path)
+    qtbot.waitUntil(lambda: session.bundle is not None, timeout=60_000)
+    assert session.bundle.vae.config.kind == "vq"
+    widget = _widget(viewer, mask=mask_layer, image=image_layer)
+    job = widget.run()
+    assert job is not None
+    _wait(qtbot, job)
+    info = widget.live.layer.metadata[RESULT_KEY]
+    assert info["status"] == "complete" and info["provenance"]["model"]["name"] == "tiny-vq"
+    assert np.isfinite(widget.live.layer.data).all()
