@@ -8,7 +8,10 @@ from training.studies.report import (
     GOALS_TITLE,
     coherence_goals,
     findings,
+    first_stage_reading,
     goals_markdown,
+    pretrain_reading,
+    subject_row,
     table_markdown,
     write_report,
     write_results,
@@ -110,6 +113,19 @@ def test_the_first_stage_study_checks_vq_against_kl_on_every_measure(tmp_path):
     assert any("FID-A" in s and "DISAGREES" in s for s in lines)
     assert "- dice_tissue: not measured" in lines  # n = 0 on the VQ side
     assert any("| VQ-GAN, same size and schedule |" in s for s in table_markdown("first_stage", {"rows": rows}))
+    reading = first_stage_reading({"rows": rows})
+    assert "round trip PSNR dB ↑ +0.800" in reading and "MS-SSIM ↑ -0.050" in reading and "Dice tissue ↑ n/a" in reading
+
+
+def test_the_pretrain_reading_gives_each_arms_tissue_dice_change_per_subject_count():
+    rows = {subject_row(n, arm): {"dice_tissue": _stat(base + gain), "dice_tumour": _stat(0.05)}
+            for n, base in ((1, 0.2), (2, 0.5)) for arm, gain in (
+                ("random init", 0.0), ("diffusion-pretrained", -0.01), ("diffusion-pretrained + coordinate head", 0.02),
+                ("GEM-3D-enhanced data", 0.1), ("pretrained (+ coordinates) and GEM-3D data", 0.05))}
+    text = pretrain_reading({"rows": rows})
+    assert "with 1, 2 labelled subject(s): diffusion-pretrained -0.010, -0.010" in text
+    assert "GEM-3D-enhanced data +0.100, +0.100" in text and "2.5-D" not in text
+    assert "at most 0.050" in text
 
 
 def test_a_study_context_finds_another_runs_stage_two_bundle(tmp_path):
