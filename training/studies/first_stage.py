@@ -18,6 +18,8 @@ data, seed and step counts in every stage. Each chain is scored on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from napari_gem3d.metrics.features import fallback_extractor
 from napari_gem3d.metrics.fid import ViewFeatures, fid_views
 
@@ -59,6 +61,12 @@ def first_stage(ctx: StudyContext, copies: int = 1) -> dict:
         row["parameters_first_stage"] = summarise([float(sum(p.numel() for p in bundle.vae.parameters()))])
         rows[label] = row
     return {"rows": rows, "cases": list(ctx.heldout), "seeds": list(ctx.seeds), "downstream_copies": copies,
-            "extractor": extractor.name, "bundles": {label: str(ctx.bundle_path(m)) for label, m in CHAINS.items()},
+            "extractor": extractor.name, "bundles": {label: _shown(ctx.bundle_path(m)) for label, m in CHAINS.items()},
             "expected": EXPECTED}
 
+
+
+def _shown(path: Path) -> str:
+    """A bundle path for the report: relative to the working folder where it lies below it (no home folders)."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else path.name
