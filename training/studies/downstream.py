@@ -101,7 +101,7 @@ def score(ctx: StudyContext, net: UNet) -> dict[str, float]:
     dice = dice_per_label(pred, truth, labels=[1, 2, 3, 4])
     hd = hd95_per_label(pred, truth, spacing=ctx.spacing(TEST_CASE), labels=[4])
     return {"dice_tumour": dice[4], "dice_tissue": float(np.mean([dice[1], dice[2], dice[3]])),
-            "hd95_tumour_mm": hd[4]}
+            "dice_csf": dice[1], "dice_gm": dice[2], "dice_wm": dice[3], "hd95_tumour_mm": hd[4]}
 
 
 def downstream(ctx: StudyContext, copies: tuple[int, ...] = (0, 1, 2, 3)) -> dict:

@@ -29,7 +29,7 @@ COLUMNS = {
     "compat": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "coherence": ("ms_ssim", "stripe_index", "slice_axis_ratio", "in_plane_ratio", "seam_ratio", "seconds"),
     "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
-    "pretrain": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
+    "pretrain": ("volumes", "dice_tumour", "dice_tissue", "dice_csf", "dice_gm", "dice_wm", "hd95_tumour_mm"),
     "first_stage": ("parameters_first_stage", "recon_psnr_db", "recon_ms_ssim", "ms_ssim", "stripe_index",
                     "slice_axis_ratio", "in_plane_ratio", "FID-A", "FID-C", "FID-S", "dice_tissue", "dice_tumour"),
 }
@@ -41,6 +41,7 @@ NAMES = {
     "seconds": "s / volume", "FID-A": "FID-A ↓", "FID-C": "FID-C ↓", "FID-S": "FID-S ↓",
     "volumes": "training volumes", "dice_tumour": "Dice tumour ↑", "dice_tissue": "Dice tissue ↑",
     "hd95_tumour_mm": "HD95 tumour mm ↓", "parameters_first_stage": "first-stage parameters",
+    "dice_csf": "Dice CSF ↑", "dice_gm": "Dice GM ↑", "dice_wm": "Dice WM ↑",
     "recon_psnr_db": "round trip PSNR dB ↑", "recon_ms_ssim": "round trip MS-SSIM ↑",
 }
 
