@@ -28,7 +28,7 @@ COLUMNS = {
     "c2": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "compat": ("ms_ssim", "stripe_index", "consistency_ratio", "seam_ratio", "seam_ratio_real"),
     "coherence": ("ms_ssim", "stripe_index", "slice_axis_ratio", "in_plane_ratio", "seam_ratio", "seconds"),
-    "downstream": ("volumes", "dice_tumour", "dice_tissue", "hd95_tumour_mm"),
+    "downstream": ("volumes", "dice_tumour", "dice_tissue", "dice_csf", "dice_gm", "dice_wm", "hd95_tumour_mm"),
     "pretrain": ("volumes", "dice_tumour", "dice_tissue", "dice_csf", "dice_gm", "dice_wm", "hd95_tumour_mm"),
     "first_stage": ("parameters_first_stage", "recon_psnr_db", "recon_ms_ssim", "ms_ssim", "stripe_index",
                     "slice_axis_ratio", "in_plane_ratio", "FID-A", "FID-C", "FID-S", "dice_tissue", "dice_tumour"),
