@@ -167,8 +167,6 @@ class SamplingResult:
     provenance: dict[str, Any]
 
 
-#: The slice-noise correlation for a GEM-3D network trained with independent frame noise (the paper's
-#: training, ``UNetConfig.noise_correlation`` 0): a stop-gap measured in docs/evidence.md.
 #: quality presets, shared by the CLI (--quality) and the sampling dock: name -> (solver, steps). DPM-Solver++
 #: at 8 steps scored as DDIM-25 on held-out Colin27 in a third of the time, with lower window seams
 #: (benchmarks/bench_interactive.py, training/studies/REPORT.md); "official" is the paper's sampler.
@@ -179,6 +177,8 @@ QUALITY_PRESETS: dict[str, tuple[str, int]] = {
 }
 DEFAULT_QUALITY = "fast"
 
+#: The slice-noise correlation for a GEM-3D network trained with independent frame noise (the paper's
+#: training, ``UNetConfig.noise_correlation`` 0): a stop-gap measured in docs/evidence.md.
 UNTRAINED_PRIOR_CORRELATION = 0.9
 #: The coarse band's correlation by default (chosen on the demo model's training subjects, docs/evidence.md).
 COARSE_SLICE_NOISE_CORRELATION = 0.995
