@@ -22,6 +22,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QWidget
 from superqt.utils import qthrottled
 
+from ..sampling.plan import rounds
 from ..sampling.request import (
     QUALITY_PRESETS,
     UNTRAINED_PRIOR_CORRELATION,
@@ -613,7 +614,7 @@ class SamplingWidget(DockWidget):
             self._show_running(0)
             # the later rounds run up to two windows at once (up and down): their boxes are made now, in
             # turns of their own, not when the first window arrives
-            widest = max(sum(1 for w in live.plan if w.round == r) for r in {w.round for w in live.plan})
+            widest = max(len(group) for group in rounds(live.plan))
             QTimer.singleShot(BOX_DELAY_MS, lambda: self.boxes.reserve(widest, BOX_DELAY_MS))
 
     def _on_window(self, message: WindowBlock) -> None:
