@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="bundle weight storage (default: fp16 on a GPU, so every file stays small, else fp32)")
     p.add_argument("--first-stage", choices=list(FIRST_STAGES), default="kl",
                    help="the autoencoder: kl (default, the shipped model) or vq (a VQ-GAN of the same size)")
+    p.add_argument("--warped", type=int, default=0,
+                   help="new anatomies per training subject: the subject warped and re-contrasted (default 0)")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--install", action="store_true", help="copy the bundle + demo case into the package")
     args = p.parse_args(argv)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    raw = build_cases(out / "raw")
+    raw = build_cases(out / "raw", args.warped)
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
     timing["build_cases_s"] = time.perf_counter() - t0
     storage = args.storage or ("fp16" if args.device.startswith("cuda") else "fp32")

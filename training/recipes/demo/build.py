@@ -2,6 +2,8 @@
 
 Training: each training subject gives ``VARIANTS`` volumes: variant 0 as it is (brain1 keeps its real
 tumour), the others with 1-3 synthetic tumours at random places (a fixed seed per subject and variant).
+With ``warped`` > 0 each subject also gives that many new anatomies (``{subject}_w{k}``): the subject
+warped and re-contrasted (:mod:`training.data.anatomy_variants`), then 0-3 synthetic tumours.
 Held out: Colin27 as it is and with one synthetic tumour.
 Demo case: the ITK KmeansTest T1 (Apache-2.0) with one synthetic tumour, cropped to the brain plus a margin.
 """
@@ -16,6 +18,7 @@ import numpy as np
 from napari_gem3d.io import write_volume
 from napari_gem3d.volume import Volume
 
+from ...data.anatomy_variants import anatomy_variant
 from ...data.preprocess import crop_box, crop_volume
 from . import subjects
 from .tumours import add_tumours
@@ -39,11 +42,18 @@ def _write_pair(raw: Path, name: str, image: Volume, labels: np.ndarray) -> None
     write_volume(image.with_array(labels.astype(np.int16)), raw / "masks" / f"{name}.nii.gz", overwrite=True)
 
 
-def build_cases(raw: Path) -> Path:
+def build_cases(raw: Path, warped: int = 0) -> Path:
     """Write every training and held-out pair under ``raw/{images,masks}`` (skipped when up to date)."""
     stamp = raw / "done.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("version") == VERSION:
-        return raw
+    if stamp.is_file():
+        done = json.loads(stamp.read_text())
+        if done.get("version") == VERSION and done.get("warped", 0) == warped:
+            return raw
+        if done.get("warped", 0) != warped:  # stale pairs would stay in the folder and be trained on
+            for old in (raw / "images").glob("*_w*.nii.gz"):
+                old.unlink()
+            for old in (raw / "masks").glob("*_w*.nii.gz"):
+                old.unlink()
     (raw / "images").mkdir(parents=True, exist_ok=True)
     (raw / "masks").mkdir(parents=True, exist_ok=True)
     listing = {}
@@ -56,6 +66,15 @@ def build_cases(raw: Path) -> Path:
             name = f"{subject.name}_v{v}"
             _write_pair(raw, name, image.with_array(img), lab)
             listing[name] = {"subject": subject.name, "synthetic_tumours": count, "source": subject.source}
+        for k in range(warped):
+            rng = np.random.default_rng([19, s_index, k])
+            img, lab = anatomy_variant(np.asarray(image.array, np.float32), tissue, image.affine, rng)
+            count = int(rng.integers(0, 4))
+            img, lab = add_tumours(img, lab, image.spacing, rng, count)
+            name = f"{subject.name}_w{k}"
+            _write_pair(raw, name, image.with_array(img), lab)
+            listing[name] = {"subject": subject.name, "synthetic_tumours": count, "source": subject.source,
+                             "warped": True}
     held = subjects.heldout_subject()
     _write_pair(raw, "colin27", held.image, held.tissue)
     img, lab = add_tumours(np.asarray(held.image.array, np.float32), held.tissue, held.image.spacing,
@@ -63,7 +82,7 @@ def build_cases(raw: Path) -> Path:
     _write_pair(raw, "colin27_tumour", held.image.with_array(img), lab)
     listing["colin27"] = {"subject": "colin27", "synthetic_tumours": 0, "held_out": True}
     listing["colin27_tumour"] = {"subject": "colin27", "synthetic_tumours": 1, "held_out": True}
-    stamp.write_text(json.dumps({"version": VERSION, "cases": listing}, indent=1))
+    stamp.write_text(json.dumps({"version": VERSION, "warped": warped, "cases": listing}, indent=1))
     return raw
 
 
