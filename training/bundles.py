@@ -9,8 +9,9 @@ from torch import nn
 
 from napari_gem3d.diffusion.schedule import NoiseSchedule
 from napari_gem3d.masks import LabelSpec, official_brain_spec
-from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, build_bundle, load_bundle
+from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, build_bundle, build_unet, load_bundle
 from napari_gem3d.models.first_stage import first_stage_config
+from napari_gem3d.models.latent import mask_condition_channels
 from napari_gem3d.models.presets import demo_labels
 from napari_gem3d.volume import IntensityNorm
 
@@ -36,7 +37,8 @@ def new_bundle_config(cfg: Config) -> BundleConfig:
     vae = first_stage_config({"in_channels": 1, "out_channels": 1, "ch": 32, "ch_mult": (1, 2, 2),
                               "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4, **m.vae})  # kind: kl | vq
     lat = vae.embed_dim
-    mask_ch = lat if m.mask_condition == "vae" else labels.num_channels
+    mask_condition = m.mask_condition or "pool"
+    mask_ch = mask_condition_channels(mask_condition, lat, labels.num_channels, vae.downsampling)
     base = {"out_channels": lat, "model_channels": 32, "channel_mult": (1, 2, 4), "num_res_blocks": 1,
             "attention_resolutions": (4,), "num_head_channels": 32, **m.unet}
     slice_cfg = {**base, "context_dim": 64, **m.slice_unet}
@@ -50,7 +52,7 @@ def new_bundle_config(cfg: Config) -> BundleConfig:
         schedule=NoiseSchedule(**m.schedule),
         labels=labels,
         scale_factor=1.0,
-        mask_condition=m.mask_condition,
+        mask_condition=mask_condition,
         window=m.window,
         overlap=m.overlap,
         image_size=(cfg.data.image_size, cfg.data.image_size),
@@ -75,9 +77,36 @@ def start_bundle(cfg: Config, *, required: bool) -> ModelBundle:
     bundle = load_bundle(path)
     if required and "vae" in bundle.config.provenance.get(UNTRAINED, []):
         raise ValueError(f"{path}: its VAE is untrained; run the vae stage first and point init_bundle at its output")
+    wanted = cfg.model.mask_condition
+    if wanted is not None and wanted != bundle.config.mask_condition:
+        bundle = with_mask_condition(bundle, wanted, cfg.stage)
     for m in bundle.modules().values():
         m.requires_grad_(True)
     return bundle
+
+
+def with_mask_condition(bundle: ModelBundle, mask_condition: str, stage: str) -> ModelBundle:
+    """The bundle with another mask condition: its first stage (and slice model, which sees no mask) kept,
+    its volume and baseline networks new and untrained (their input channels change). Only a stage that
+    trains them from scratch may start from it."""
+    if stage not in ("volume-stage1", "baseline"):
+        raise ValueError(f"model.mask_condition {mask_condition!r} differs from the init bundle's "
+                         f"{bundle.config.mask_condition!r}: only volume-stage1 and baseline train the "
+                         f"mask-conditioned networks from scratch; run them with it first and start {stage} "
+                         "from their bundle")
+    cfg = bundle.config
+    lat = cfg.vae.embed_dim
+    mask_ch = mask_condition_channels(mask_condition, lat, cfg.labels.num_channels, cfg.vae.downsampling)
+    unets = dict(cfg.unets)
+    changed = [name for name in ("volume", "baseline") if name in unets]
+    for name in changed:
+        informed = lat if name == "volume" else 0
+        unets[name] = dataclasses.replace(unets[name], in_channels=lat + mask_ch + informed, mask_injection=0)
+    prov = dict(cfg.provenance)
+    prov[UNTRAINED] = sorted({*prov.get(UNTRAINED, []), *changed})
+    new_cfg = dataclasses.replace(cfg, unets=unets, mask_condition=mask_condition, provenance=prov)
+    modules = {name: build_unet(unets[name]) if name in changed else m for name, m in bundle.unets.items()}
+    return ModelBundle(new_cfg, bundle.vae, modules)
 
 
 def with_component(bundle: ModelBundle, name: str, module: nn.Module, unet_cfg: UNetConfig | None = None,

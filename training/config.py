@@ -79,7 +79,7 @@ class ModelConfig:
 
     init_bundle: str | None = None
     labels: Any = "demo"  # demo | official_brain | {names: {...}, encoding: onehot}
-    mask_condition: str = "pool"
+    mask_condition: str | None = None  # vae | pool | unshuffle; None: the init bundle's (pool for a new one)
     vae: dict = field(default_factory=dict)  # VAEConfig fields; kind: kl (default) | vq (+ VQConfig's codebook fields)
     unet: dict = field(default_factory=dict)  # UNetConfig fields shared by the volume/baseline UNets
     slice_unet: dict = field(default_factory=dict)  # overrides for the slice UNet (context_dim, ...)

@@ -34,7 +34,7 @@ from ..masks import LabelSpec
 from ..volume import IntensityNorm
 from .card import ModelCard
 from .first_stage import FirstStage, build_first_stage, first_stage_config
-from .latent import MASK_CONDITIONS, LatentCodec
+from .latent import MASK_CONDITIONS, LatentCodec, mask_condition_channels
 from .unet import SliceUNet, UNetConfig, VolumeUNet, build_unet
 from .vae import VAEConfig
 
@@ -92,7 +92,7 @@ class BundleConfig:
 
     def _check_channels(self) -> None:
         lat = self.vae.embed_dim
-        mask_ch = lat if self.mask_condition == "vae" else self.labels.num_channels
+        mask_ch = mask_condition_channels(self.mask_condition, lat, self.labels.num_channels, self.vae.downsampling)
         expected = {"volume": 2 * lat + mask_ch, "baseline": lat + mask_ch, "slice": lat}
         for name, cfg in self.unets.items():
             if cfg.in_channels != expected[name]:

@@ -8,7 +8,11 @@ stages (models/first_stage.py) work here alike. Masks reach the latent grid in o
 * ``"vae"`` (official): the encoded label image (one grey channel) goes through the VAE like
   anatomy;
 * ``"pool"`` (our one-hot models): each one-hot channel is area-averaged to the latent grid,
-  so the condition is exact label fractions per latent pixel, with no VAE in the way.
+  so the condition is exact label fractions per latent pixel, with no VAE in the way;
+* ``"unshuffle"``: each f x f block of every one-hot channel becomes f*f channels of its latent pixel
+  (space-to-depth, ``torch.nn.functional.pixel_unshuffle``). Lossless: the network sees where inside
+  the block each label is, not only how much of it there is. Pooling keeps only the fractions, so a
+  network can paint a training brain's fine detail from memory but has to guess an unseen brain's.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from einops import repeat
 
 from .first_stage import FirstStage
 
-MASK_CONDITIONS = ("vae", "pool")
+MASK_CONDITIONS = ("vae", "pool", "unshuffle")
+
+
+def mask_condition_channels(mask_condition: str, latent_channels: int, label_channels: int, downsampling: int) -> int:
+    """Channels of the mask condition on the latent grid."""
+    if mask_condition == "vae":
+        return latent_channels
+    if mask_condition == "unshuffle":
+        return label_channels * downsampling**2
+    return label_channels
 
 
 @dataclass
@@ -82,7 +95,7 @@ class LatentCodec:
             return self.encode(encoded_mask, chunk=chunk, generator=generator)
         f = self.downsampling
         param = next(self.vae.parameters())
-        return F.avg_pool2d(encoded_mask.to(param.device, param.dtype), kernel_size=f, stride=f)
-
-    def mask_channels(self, label_channels: int) -> int:
-        return self.latent_channels if self.mask_condition == "vae" else label_channels
+        encoded_mask = encoded_mask.to(param.device, param.dtype)
+        if self.mask_condition == "unshuffle":
+            return F.pixel_unshuffle(encoded_mask, f)
+        return F.avg_pool2d(encoded_mask, kernel_size=f, stride=f)

@@ -84,7 +84,6 @@ def base_config(out: Path, raw: Path) -> dict:
         },
         "model": {
             "labels": "demo",
-            "mask_condition": "pool",
             "vae": {"ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4},
             "unet": {"model_channels": 32, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
                      "attention_resolutions": [2, 4], "num_head_channels": 32},
@@ -106,11 +105,13 @@ def base_config(out: Path, raw: Path) -> dict:
 
 
 def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str = "auto",
-                 budget_minutes: float = 0.0, storage: str = "fp32", first_stage: str = "kl") -> dict:
+                 budget_minutes: float = 0.0, storage: str = "fp32", first_stage: str = "kl",
+                 mask_condition: str = "pool") -> dict:
     """One stage's config; ``budget_minutes`` (whole recipe) gives the stage its BUDGET_SHARE as
     ``train.max_minutes`` (it stops there, or at its steps, whichever comes first)."""
     cfg = base_config(out, raw)
     cfg["model"]["vae"].update(FIRST_STAGES[first_stage])
+    cfg["model"]["mask_condition"] = mask_condition
     if first_stage != "kl":
         cfg["model"]["name"] += f"-{first_stage}"
     steps, batch, lr = SCHEDULE[stage]
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="bundle weight storage (default: fp16 on a GPU, so every file stays small, else fp32)")
     p.add_argument("--first-stage", choices=list(FIRST_STAGES), default="kl",
                    help="the autoencoder: kl (default, the shipped model) or vq (a VQ-GAN of the same size)")
+    p.add_argument("--mask-condition", choices=["pool", "unshuffle"], default="pool",
+                   help="how the mask reaches the latent grid: pool (label fractions per latent pixel) or unshuffle "
+                        "(every pixel's label, space-to-depth; lossless)")
     p.add_argument("--warped", type=int, default=0,
                    help="new anatomies per training subject: the subject warped and re-contrasted (default 0)")
     p.add_argument("--skip-eval", action="store_true")
@@ -173,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages:
         cfg_path = out / "configs" / f"{stage}.yaml"
         cfg = stage_config(stage, out, raw, args.scale, device=args.device, budget_minutes=args.budget_minutes,
-                           storage=storage, first_stage=args.first_stage)
+                           storage=storage, first_stage=args.first_stage, mask_condition=args.mask_condition)
         done = out / stage / "result.json"
         if done.is_file() and _finished(json.loads(done.read_text()), cfg):
             print(f"[demo] {stage}: already trained ({done})", flush=True)
