@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from training.data.anatomy_variants import VariantRanges, Warp, anatomy_variant, warp_coordinates
+from training.data.anatomy_variants import (
+    VariantRanges,
+    Warp,
+    anatomy_variant,
+    random_contrast,
+    warp_coordinates,
+)
 
 ANISO = np.diag([0.8, 0.8, 6.5, 1.0])  # brain1-like: thin pixels, thick slices
 
@@ -38,7 +44,7 @@ def test_identity_ranges_return_an_exact_copy():
     rng = np.random.default_rng(0)
     img = rng.uniform(0, 100, (10, 9, 7)).astype(np.float32)
     lab = rng.integers(0, 4, img.shape).astype(np.int16)
-    none = VariantRanges(rotate_deg=0, scale=0, shift_mm=0, elastic_mm=0, gamma=0, bias=0)
+    none = VariantRanges(rotate_deg=0, scale=0, shift_mm=0, elastic_mm=0, contrast_knots=0, bias=0)
     out, out_lab = anatomy_variant(img, lab, ANISO, np.random.default_rng(1), none)
     np.testing.assert_allclose(out, img, rtol=0, atol=1e-4 * float(img.max()))
     np.testing.assert_array_equal(out_lab, lab)
@@ -64,6 +70,18 @@ def test_a_variant_is_new_deterministic_labelled_like_the_source_and_leaves_the_
     assert set(np.unique(la)) <= {0, 2, 3} and a.dtype == np.float32 and la.dtype == lab.dtype
     # a similarity warp of a few percent keeps the ball's volume within the scale range, cubed
     assert 0.7 < (la > 0).sum() / (lab > 0).sum() < 1.3
+
+
+def test_the_random_contrast_is_monotone_keeps_its_window_ends_and_leaves_the_background():
+    x = np.linspace(-10, 120, 1301).astype(np.float32)
+    for seed in range(5):
+        y = random_contrast(x, 0.0, 100.0, np.random.default_rng(seed), 5, 3.0)
+        assert np.all(np.diff(y) >= 0)  # tissue order kept
+        np.testing.assert_array_equal(y[x <= 0], x[x <= 0])
+        np.testing.assert_allclose(y[np.isclose(x, 100.0)], 100.0, atol=1e-4)
+    a = random_contrast(x, 0.0, 100.0, np.random.default_rng(0), 5, 3.0)
+    b = random_contrast(x, 0.0, 100.0, np.random.default_rng(1), 5, 3.0)
+    assert np.abs(a - b).max() > 1.0  # the curves differ from draw to draw
 
 
 def test_shape_mismatch_is_refused():

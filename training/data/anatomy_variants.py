@@ -6,8 +6,12 @@ Each variant here is one subject warped by a random similarity transform (rotati
 isotropic scale, shift) plus a smooth displacement field, all in physical millimetres (so the 6.5 mm
 slices of brain1 and the 2 x 3 mm pixels of the ITK T1 are warped like the 1 mm ones), sampled once with
 linear interpolation for the image and nearest neighbour for the labels. The image then gets a random
-gamma (in its own 1st-99th percentile window, so tissue contrasts change, not just the scale) and a
-smooth multiplicative bias field, the usual MR nuisances.
+monotone intensity curve (piecewise linear over its own 1st-99th percentile window, knot heights from a
+Dirichlet draw: tissue contrasts are compressed or stretched, the T1 order kept) and a smooth
+multiplicative bias field. With three subjects the mask nearly names the subject and with it the
+appearance; with their contrasts randomised, the appearance has to be read from the informed slice,
+which is what GEM-3D's informed slice is for (a post-contrast scan with little grey/white contrast is
+the case it must not paint as a bright template brain).
 
 Variants are pure functions of their generator: the same seed gives the same volume.
 """
@@ -28,7 +32,8 @@ class VariantRanges:
     shift_mm: float = 4.0
     elastic_mm: float = 3.0  # standard deviation of the displacement, per axis
     elastic_scale_mm: float = 24.0  # its smoothness (Gaussian sigma)
-    gamma: float = 0.25  # log-uniform in [1/(1+g), 1+g]
+    contrast_knots: int = 5  # pieces of the random monotone intensity curve (0: none)
+    contrast_concentration: float = 3.0  # Dirichlet concentration of their heights (large: near identity)
     bias: float = 0.10  # multiplicative field, standard deviation
     bias_scale_mm: float = 50.0
 
@@ -91,6 +96,19 @@ def warp_coordinates(shape: tuple[int, int, int], affine: np.ndarray, warp: Warp
     return vox.reshape(3, *shape)
 
 
+def random_contrast(image: np.ndarray, low: float, high: float, rng: np.random.Generator, knots: int,
+                    concentration: float) -> np.ndarray:
+    """A random monotone piecewise-linear curve on [low, high] (end points fixed); below ``low`` unchanged,
+    above ``high`` continued with the last piece's slope."""
+    xs = np.linspace(0.0, 1.0, knots + 1)
+    ys = np.concatenate([[0.0], np.cumsum(rng.dirichlet(np.full(knots, concentration)))])
+    unit = (image - low) / (high - low)
+    mapped = np.interp(unit, xs, ys)
+    last_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+    mapped = np.where(unit > 1, 1 + (unit - 1) * last_slope, mapped)
+    return np.where(unit > 0, low + (high - low) * mapped, image).astype(image.dtype)
+
+
 def anatomy_variant(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, rng: np.random.Generator,
                     ranges: VariantRanges = VariantRanges()) -> tuple[np.ndarray, np.ndarray]:
     """A warped, re-contrasted copy of (image, labels) on the same grid; the inputs are not modified.
@@ -103,10 +121,8 @@ def anatomy_variant(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, r
     warped = ndimage.map_coordinates(image.astype(np.float32), coords, order=1, mode="constant", cval=low)
     warped_labels = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0).astype(labels.dtype)
     p1, p99 = np.percentile(warped, (1, 99))
-    if p99 > p1:
-        gamma = float(np.exp(rng.uniform(-1, 1) * np.log1p(ranges.gamma)))
-        above = warped > p1  # the dark end (background) stays where it is
-        warped[above] = p1 + (p99 - p1) * ((warped[above] - p1) / (p99 - p1)) ** gamma
+    if p99 > p1 and ranges.contrast_knots > 0:
+        warped = random_contrast(warped, p1, p99, rng, ranges.contrast_knots, ranges.contrast_concentration)
     if ranges.bias > 0:
         field = _smooth_field(image.shape, _spacing(np.asarray(affine, float)), ranges.bias_scale_mm, rng)
         warped = low + (warped - low) * np.exp(ranges.bias * field)

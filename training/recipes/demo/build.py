@@ -26,7 +26,7 @@ from .tumours import add_tumours
 VARIANTS = 8
 BRAIN1_SLICES = (7, 25)  # brain1's lower slices are skull base and neck: the heuristic mask fails there
 DEMO_CASE_NAME = "itk_t1 (ITK KmeansTest T1) with one synthetic tumour"
-VERSION = 2
+VERSION = 3  # 3: warped variants with a random monotone contrast curve
 
 
 def _subject_volumes(subject: subjects.Subject) -> tuple[Volume, np.ndarray]:
