@@ -32,6 +32,23 @@ def _device_line() -> str:
     return f"CPU only: {cpu}, {os.cpu_count()} logical cores (shared), torch {torch.__version__}"
 
 
+def _warped_line(out: Path) -> str:
+    stamp = out / "raw" / "done.json"
+    warped = json.loads(stamp.read_text()).get("warped", 0) if stamp.is_file() else 0
+    if not warped:
+        return "no warped copies"
+    return (f"{warped} warped, re-contrasted copies of each brain for the stages trained in this run, "
+            "`training/data/anatomy_variants.py`")
+
+
+def _bundle_training(bundle: Path) -> dict:
+    """The stages recorded in a bundle's provenance (stages trained before this run keep their record there)."""
+    try:
+        return json.loads((bundle / "config.json").read_text())["provenance"]["training"]
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
 def write_report(out: Path, stages: tuple[str, ...], command: str, dest: Path = HERE / "REPORT.md") -> Path:
     """Write the report for run folder ``out``; montages go to ``dest.parent / 'figures'``."""
     timing = json.loads((out / "timing.json").read_text())
@@ -46,7 +63,8 @@ def write_report(out: Path, stages: tuple[str, ...], command: str, dest: Path = 
         "",
         f"- Command: `{command}`",
         f"- Device: {_device_line()}",
-        "- Data: MNI152 2009a, ITK KmeansTest T1 and pyradiomics brain1 (training, with synthetic tumours);",
+        "- Data: MNI152 2009a, ITK KmeansTest T1 and pyradiomics brain1 (training, with synthetic tumours;",
+        f"  {_warped_line(out)});",
         "  Colin27 held out (`colin27` and `colin27_tumour`, the latter with one synthetic tumour). Sources and",
         "  licences: [DATA_LICENSES.md](DATA_LICENSES.md).",
         "",
@@ -56,9 +74,14 @@ def write_report(out: Path, stages: tuple[str, ...], command: str, dest: Path = 
         "|---|---:|---:|---:|---|---|",
     ]
     total = 0.0
+    earlier = _bundle_training(out / stages[-1] / "bundle")
     for stage in stages:
         res_path = out / stage / "result.json"
         if not res_path.is_file():
+            if stage in earlier:  # trained by an earlier run of the recipe, kept in this run's chain
+                e = earlier[stage]
+                lines.append(f"| {stage} | {e['steps']} | (an earlier run, finished {e['finished'][:10]}) "
+                             "| - | - | - |")
             continue
         res = json.loads(res_path.read_text())
         wall = float(timing.get(stage, res.get("wall_s", 0.0)))
