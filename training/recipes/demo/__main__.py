@@ -9,7 +9,10 @@ out), write one YAML config per stage to ``OUT/configs/``, run ``python -m train
 vae -> slice -> volume-stage1 -> volume-stage2 -> baseline (each reading the previous stage's bundle),
 evaluate on the held-out volumes (MS-SSIM of GEM-3D with the true informed slice vs the mask-only
 baseline, montages), and with ``--install`` copy the bundle and the demo case into the package.
-``--scale`` multiplies every stage's step count (e.g. 0.02 for a smoke run).
+``--scale`` multiplies every stage's step count (e.g. 0.02 for a smoke run). ``--warped N`` (default 16)
+adds N warped, re-contrasted copies of each training brain (``training/data/anatomy_variants.py``); the
+shipped model's VAE and slice model were trained without them (``--warped 0 --stages vae slice``), its
+volume and baseline networks with them.
 """
 
 from __future__ import annotations
