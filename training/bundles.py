@@ -11,7 +11,7 @@ from napari_gem3d.diffusion.schedule import NoiseSchedule
 from napari_gem3d.masks import LabelSpec, official_brain_spec
 from napari_gem3d.models import BundleConfig, ModelBundle, UNetConfig, build_bundle, build_unet, load_bundle
 from napari_gem3d.models.first_stage import first_stage_config
-from napari_gem3d.models.latent import mask_condition_channels
+from napari_gem3d.models.latent import mask_condition_channels, unet_input_channels
 from napari_gem3d.models.presets import demo_labels
 from napari_gem3d.volume import IntensityNorm
 
@@ -42,12 +42,13 @@ def new_bundle_config(cfg: Config) -> BundleConfig:
     base = {"out_channels": lat, "model_channels": 32, "channel_mult": (1, 2, 4), "num_res_blocks": 1,
             "attention_resolutions": (4,), "num_head_channels": 32, **m.unet}
     slice_cfg = {**base, "context_dim": 64, **m.slice_unet}
+    ins = unet_input_channels(lat, mask_ch)
     return BundleConfig(
         vae=vae,
         unets={
-            "volume": UNetConfig(**{**base, "in_channels": 2 * lat + mask_ch, "temporal": True}),
-            "baseline": UNetConfig(**{**base, "in_channels": lat + mask_ch, "temporal": True}),
-            "slice": UNetConfig(**{**slice_cfg, "in_channels": lat, "temporal": False}),
+            "volume": UNetConfig(**{**base, "in_channels": ins["volume"], "temporal": True}),
+            "baseline": UNetConfig(**{**base, "in_channels": ins["baseline"], "temporal": True}),
+            "slice": UNetConfig(**{**slice_cfg, "in_channels": ins["slice"], "temporal": False}),
         },
         schedule=NoiseSchedule(**m.schedule),
         labels=labels,
@@ -97,11 +98,11 @@ def with_mask_condition(bundle: ModelBundle, mask_condition: str, stage: str) ->
     cfg = bundle.config
     lat = cfg.vae.embed_dim
     mask_ch = mask_condition_channels(mask_condition, lat, cfg.labels.num_channels, cfg.vae.downsampling)
+    ins = unet_input_channels(lat, mask_ch)
     unets = dict(cfg.unets)
     changed = [name for name in ("volume", "baseline") if name in unets]
     for name in changed:
-        informed = lat if name == "volume" else 0
-        unets[name] = dataclasses.replace(unets[name], in_channels=lat + mask_ch + informed, mask_injection=0)
+        unets[name] = dataclasses.replace(unets[name], in_channels=ins[name], mask_injection=0)
     prov = dict(cfg.provenance)
     prov[UNTRAINED] = sorted({*prov.get(UNTRAINED, []), *changed})
     new_cfg = dataclasses.replace(cfg, unets=unets, mask_condition=mask_condition, provenance=prov)

@@ -34,7 +34,7 @@ from ..masks import LabelSpec
 from ..volume import IntensityNorm
 from .card import ModelCard
 from .first_stage import FirstStage, build_first_stage, first_stage_config
-from .latent import MASK_CONDITIONS, LatentCodec, mask_condition_channels
+from .latent import MASK_CONDITIONS, LatentCodec, mask_condition_channels, unet_input_channels
 from .unet import SliceUNet, UNetConfig, VolumeUNet, build_unet
 from .vae import VAEConfig
 
@@ -93,7 +93,7 @@ class BundleConfig:
     def _check_channels(self) -> None:
         lat = self.vae.embed_dim
         mask_ch = mask_condition_channels(self.mask_condition, lat, self.labels.num_channels, self.vae.downsampling)
-        expected = {"volume": 2 * lat + mask_ch, "baseline": lat + mask_ch, "slice": lat}
+        expected = unet_input_channels(lat, mask_ch)
         for name, cfg in self.unets.items():
             if cfg.in_channels != expected[name]:
                 raise BundleError(

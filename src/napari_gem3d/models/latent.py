@@ -37,6 +37,13 @@ def mask_condition_channels(mask_condition: str, latent_channels: int, label_cha
     return label_channels
 
 
+def unet_input_channels(latent_channels: int, mask_channels: int) -> dict[str, int]:
+    """Input channels of each UNet component: the noisy latent, then the mask condition (volume, baseline),
+    then the informed-slice latent (volume)."""
+    return {"volume": 2 * latent_channels + mask_channels, "baseline": latent_channels + mask_channels,
+            "slice": latent_channels}
+
+
 @dataclass
 class LatentCodec:
     vae: FirstStage
