@@ -62,14 +62,20 @@ DEMO_CARD = {
     "skull_stripped": None,  # mixed: the MNI152 template is skull-stripped, the ITK T1 and brain1 are not
     "training_data": "3 T1 brains (MNI152 2009a template, ITK KmeansTest T1, pyradiomics brain1), 8 variants "
                      "each with 0-3 synthetic tumours, cropped to the brain (the skull inside the crop kept in two "
-                     "of them); the volume and baseline networks also on 16 warped, re-contrasted copies of each "
-                     "brain (new anatomy and tissue contrast); held out: Colin27",
+                     "of them){warped}; held out: Colin27",
     "intended_use": "demonstrating GEM-3D generation, counterfactual edits and the plugin on brain T1 MRI",
     "limits": ["a demonstration model trained for about an hour on a CPU, not for clinical or research use",
                "needs a dense label map: outside brain, CSF, grey and white matter (gem3d make-mask makes one)",
                "tumours are synthetic (necrotic core, enhancing rim, oedema), not learned from real lesions",
                "64x64 in-plane grid: lesions under ~1 cm in-plane may not appear"],
 }
+
+
+def demo_card(warped: int = 0) -> dict:
+    """The told card; its training data name the warped copies when there are any."""
+    also = (f"; the volume and baseline networks also on {warped} warped, re-contrasted copies of each brain (new "
+            "anatomy and tissue contrast)") if warped else ""
+    return {**DEMO_CARD, "training_data": DEMO_CARD["training_data"].format(warped=also)}
 
 
 def base_config(out: Path, raw: Path) -> dict:
@@ -98,7 +104,7 @@ def base_config(out: Path, raw: Path) -> dict:
             "description": "Demo GEM-3D model: 64x64 axial T1 brain slices, tissue + tumour labels "
                            "(demo_labels), trained on CPU on MNI152, ITK KmeansTest T1 and pyradiomics brain1 "
                            "with synthetic tumours. A demonstration, not a clinical or benchmark model.",
-            "card": DEMO_CARD,
+            "card": demo_card(),
         },
         "train": {"ema_decay": 0.999, "grad_clip": 1.0, "log_every": 25, "ckpt_every": 500,
                   "val_every": 0, "threads": 1, "warmup_steps": 100},
@@ -110,12 +116,13 @@ def base_config(out: Path, raw: Path) -> dict:
 
 def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str = "auto",
                  budget_minutes: float = 0.0, storage: str = "fp32", first_stage: str = "kl",
-                 mask_condition: str = "pool") -> dict:
+                 mask_condition: str = "pool", warped: int = 0) -> dict:
     """One stage's config; ``budget_minutes`` (whole recipe) gives the stage its BUDGET_SHARE as
     ``train.max_minutes`` (it stops there, or at its steps, whichever comes first)."""
     cfg = base_config(out, raw)
     cfg["model"]["vae"].update(FIRST_STAGES[first_stage])
     cfg["model"]["mask_condition"] = mask_condition
+    cfg["model"]["card"] = demo_card(warped)
     if first_stage != "kl":
         cfg["model"]["name"] += f"-{first_stage}"
     steps, batch, lr = SCHEDULE[stage]
@@ -182,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages:
         cfg_path = out / "configs" / f"{stage}.yaml"
         cfg = stage_config(stage, out, raw, args.scale, device=args.device, budget_minutes=args.budget_minutes,
-                           storage=storage, first_stage=args.first_stage, mask_condition=args.mask_condition)
+                           storage=storage, first_stage=args.first_stage, mask_condition=args.mask_condition,
+                           warped=args.warped)
         done = out / stage / "result.json"
         if done.is_file() and _finished(json.loads(done.read_text()), cfg):
             print(f"[demo] {stage}: already trained ({done})", flush=True)

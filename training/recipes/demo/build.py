@@ -47,13 +47,11 @@ def build_cases(raw: Path, warped: int = 0) -> Path:
     stamp = raw / "done.json"
     if stamp.is_file():
         done = json.loads(stamp.read_text())
-        if done.get("version") == VERSION and done.get("warped", 0) == warped:
-            return raw
         if done.get("warped", 0) != warped:  # stale pairs would stay in the folder and be trained on
-            for old in (raw / "images").glob("*_w*.nii.gz"):
+            for old in raw.glob("*/*_w*.nii.gz"):
                 old.unlink()
-            for old in (raw / "masks").glob("*_w*.nii.gz"):
-                old.unlink()
+        elif done.get("version") == VERSION:
+            return raw
     (raw / "images").mkdir(parents=True, exist_ok=True)
     (raw / "masks").mkdir(parents=True, exist_ok=True)
     listing = {}
