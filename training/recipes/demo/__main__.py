@@ -116,16 +116,18 @@ def base_config(out: Path, raw: Path) -> dict:
 
 def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str = "auto",
                  budget_minutes: float = 0.0, storage: str = "fp32", first_stage: str = "kl",
-                 mask_condition: str = "pool", warped: int = 0) -> dict:
+                 mask_condition: str = "pool", warped: int = 0, steps: int | None = None) -> dict:
     """One stage's config; ``budget_minutes`` (whole recipe) gives the stage its BUDGET_SHARE as
-    ``train.max_minutes`` (it stops there, or at its steps, whichever comes first)."""
+    ``train.max_minutes`` (it stops there, or at its steps, whichever comes first); ``steps`` replaces
+    the schedule's step count (before ``scale``)."""
     cfg = base_config(out, raw)
     cfg["model"]["vae"].update(FIRST_STAGES[first_stage])
     cfg["model"]["mask_condition"] = mask_condition
     cfg["model"]["card"] = demo_card(warped)
     if first_stage != "kl":
         cfg["model"]["name"] += f"-{first_stage}"
-    steps, batch, lr = SCHEDULE[stage]
+    scheduled, batch, lr = SCHEDULE[stage]
+    steps = scheduled if steps is None else steps
     cfg.update(stage=stage, out=str(out / stage))
     cfg["train"].update(steps=max(2, int(round(steps * scale))), batch_size=batch, lr=lr, device=device,
                         storage=storage, max_minutes=budget_minutes * BUDGET_SHARE[stage])
@@ -136,6 +138,15 @@ def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str 
     if stage == "volume-stage2":
         cfg["train"]["ema_decay"] = 0.0  # official: no EMA in stage 2 (its 2-D weights are the stage-1 export)
     return cfg
+
+
+def _stage_steps(text: str) -> tuple[str, int]:
+    """``STAGE=N`` of ``--steps``, checked."""
+    stage, _, n = text.partition("=")
+    if stage not in SCHEDULE or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected STAGE=N with STAGE one of {', '.join(SCHEDULE)} "
+                                         "and N a positive whole number, e.g. vae=3000")
+    return stage, int(n)
 
 
 def _finished(result: dict, cfg: dict) -> bool:
@@ -175,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warped", type=int, default=16,
                    help="new anatomies per training subject: the subject warped and re-contrasted (default 16; "
                         "the shipped model's VAE and slice model were trained with 0, its volume networks with 16)")
+    p.add_argument("--steps", nargs="+", default=[], metavar="STAGE=N", type=_stage_steps,
+                   help="replace a stage's step count, e.g. --steps vae=3000 volume-stage1=12000 (the scheduled ones: "
+                        + ", ".join(f"{k}={v[0]}" for k, v in SCHEDULE.items()) + ")")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--install", action="store_true", help="copy the bundle + demo case into the package")
     args = p.parse_args(argv)
+    steps = dict(args.steps)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
@@ -190,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg_path = out / "configs" / f"{stage}.yaml"
         cfg = stage_config(stage, out, raw, args.scale, device=args.device, budget_minutes=args.budget_minutes,
                            storage=storage, first_stage=args.first_stage, mask_condition=args.mask_condition,
-                           warped=args.warped)
+                           warped=args.warped, steps=steps.get(stage))
         done = out / stage / "result.json"
         if done.is_file() and _finished(json.loads(done.read_text()), cfg):
             print(f"[demo] {stage}: already trained ({done})", flush=True)
