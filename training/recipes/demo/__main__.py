@@ -9,7 +9,9 @@ out), write one YAML config per stage to ``OUT/configs/``, run ``python -m train
 vae -> slice -> volume-stage1 -> volume-stage2 -> baseline (each reading the previous stage's bundle),
 evaluate on the held-out volumes (MS-SSIM of GEM-3D with the true informed slice vs the mask-only
 baseline, montages), and with ``--install`` copy the bundle and the demo case into the package.
-``--scale`` multiplies every stage's step count (e.g. 0.02 for a smoke run). ``--warped N`` (default 16)
+``--scale`` multiplies every stage's step count (e.g. 0.02 for a smoke run), ``--steps STAGE=N`` sets
+one stage's; a finished stage is not trained again, but one that started from an earlier stage's old
+weights is (its old run kept as ``STAGE.stale-K``). ``--warped N`` (default 16)
 adds N warped, re-contrasted copies of each training brain (``training/data/anatomy_variants.py``); the
 shipped model's VAE and slice model were trained without them (``--warped 0 --stages vae slice``), its
 volume and baseline networks with them.
@@ -149,6 +151,24 @@ def _stage_steps(text: str) -> tuple[str, int]:
     return stage, int(n)
 
 
+def _stale(out: Path, stage: str) -> bool:
+    """The stage finished before an earlier stage of the chain did: it started from that stage's old weights."""
+    mine = out / stage / "result.json"
+    if not mine.is_file():
+        return False
+    earlier = (out / s / "result.json" for s in ORDER[:ORDER.index(stage)])
+    return any(p.is_file() and p.stat().st_mtime > mine.stat().st_mtime for p in earlier)
+
+
+def _set_aside(folder: Path) -> Path:
+    """Rename a stage's run folder to the first free ``<name>.stale-<k>`` (kept, never deleted)."""
+    k = 1
+    while (stale := folder.with_name(f"{folder.name}.stale-{k}")).exists():
+        k += 1
+    folder.rename(stale)
+    return stale
+
+
 def _finished(result: dict, cfg: dict) -> bool:
     """A stage's earlier result covers this config: its steps, or a time budget that stopped it."""
     return result["steps"] == cfg["train"]["steps"] or (
@@ -207,13 +227,20 @@ def main(argv: list[str] | None = None) -> int:
                            storage=storage, first_stage=args.first_stage, mask_condition=args.mask_condition,
                            warped=args.warped, steps=steps.get(stage))
         done = out / stage / "result.json"
-        if done.is_file() and _finished(json.loads(done.read_text()), cfg):
+        if _stale(out, stage):  # trained on an earlier stage's old weights: train it anew
+            print(f"[demo] {stage}: an earlier stage was trained after it; its old run is kept as "
+                  f"{_set_aside(out / stage)} and it trains anew", flush=True)
+        elif done.is_file() and _finished(json.loads(done.read_text()), cfg):
             print(f"[demo] {stage}: already trained ({done})", flush=True)
             continue
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         print(f"[demo] {stage}: python -m training {stage} --config {cfg_path}", flush=True)
         timing[stage] = run_stage_subprocess(stage, cfg_path, out / "train.log")
         (out / "timing.json").write_text(json.dumps(timing, indent=1))
+    stale = [stage for stage in ORDER if _stale(out, stage)]
+    if stale:
+        print(f"[demo] warning: {', '.join(stale)} in {out} started from an earlier stage's old weights; "
+              f"re-run with --stages {' '.join(stale)} to train them anew", flush=True)
     bundle = out / ORDER[-1] / "bundle"
     if not args.skip_eval:
         from .evaluate import evaluate
