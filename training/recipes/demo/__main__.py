@@ -80,7 +80,7 @@ def demo_card(warped: int = 0) -> dict:
     return {**DEMO_CARD, "training_data": DEMO_CARD["training_data"].format(warped=also)}
 
 
-def base_config(out: Path, raw: Path) -> dict:
+def base_config(out: Path, raw: Path, warped: int = 0) -> dict:
     return {
         "seed": 23,
         "data": {
@@ -106,7 +106,7 @@ def base_config(out: Path, raw: Path) -> dict:
             "description": "Demo GEM-3D model: 64x64 axial T1 brain slices, tissue + tumour labels "
                            "(demo_labels), trained on CPU on MNI152, ITK KmeansTest T1 and pyradiomics brain1 "
                            "with synthetic tumours. A demonstration, not a clinical or benchmark model.",
-            "card": demo_card(),
+            "card": demo_card(warped),
         },
         "train": {"ema_decay": 0.999, "grad_clip": 1.0, "log_every": 25, "ckpt_every": 500,
                   "val_every": 0, "threads": 1, "warmup_steps": 100},
@@ -122,10 +122,9 @@ def stage_config(stage: str, out: Path, raw: Path, scale: float, *, device: str 
     """One stage's config; ``budget_minutes`` (whole recipe) gives the stage its BUDGET_SHARE as
     ``train.max_minutes`` (it stops there, or at its steps, whichever comes first); ``steps`` replaces
     the schedule's step count (before ``scale``)."""
-    cfg = base_config(out, raw)
+    cfg = base_config(out, raw, warped)
     cfg["model"]["vae"].update(FIRST_STAGES[first_stage])
     cfg["model"]["mask_condition"] = mask_condition
-    cfg["model"]["card"] = demo_card(warped)
     if first_stage != "kl":
         cfg["model"]["name"] += f"-{first_stage}"
     scheduled, batch, lr = SCHEDULE[stage]
