@@ -27,6 +27,7 @@ VARIANTS = 8
 BRAIN1_SLICES = (7, 25)  # brain1's lower slices are skull base and neck: the heuristic mask fails there
 DEMO_CASE_NAME = "itk_t1 (ITK KmeansTest T1) with one synthetic tumour"
 VERSION = 3  # 3: warped variants with a random monotone contrast curve
+STAMP = "done.json"  # written last: what was built
 
 
 def _subject_volumes(subject: subjects.Subject) -> tuple[Volume, np.ndarray]:
@@ -42,11 +43,17 @@ def _write_pair(raw: Path, name: str, image: Volume, labels: np.ndarray) -> None
     write_volume(image.with_array(labels.astype(np.int16)), raw / "masks" / f"{name}.nii.gz", overwrite=True)
 
 
+def built_cases(raw: Path) -> dict:
+    """What :func:`build_cases` wrote under ``raw`` (version, warped copies per subject, the case listing),
+    or {} when it has not finished there."""
+    stamp = raw / STAMP
+    return json.loads(stamp.read_text()) if stamp.is_file() else {}
+
+
 def build_cases(raw: Path, warped: int = 0) -> Path:
     """Write every training and held-out pair under ``raw/{images,masks}`` (skipped when up to date)."""
-    stamp = raw / "done.json"
-    if stamp.is_file():
-        done = json.loads(stamp.read_text())
+    done = built_cases(raw)
+    if done:
         if done.get("warped", 0) != warped:  # stale pairs would stay in the folder and be trained on
             for old in raw.glob("*/*_w*.nii.gz"):
                 old.unlink()
@@ -80,7 +87,7 @@ def build_cases(raw: Path, warped: int = 0) -> Path:
     _write_pair(raw, "colin27_tumour", held.image.with_array(img), lab)
     listing["colin27"] = {"subject": "colin27", "synthetic_tumours": 0, "held_out": True}
     listing["colin27_tumour"] = {"subject": "colin27", "synthetic_tumours": 1, "held_out": True}
-    stamp.write_text(json.dumps({"version": VERSION, "warped": warped, "cases": listing}, indent=1))
+    (raw / STAMP).write_text(json.dumps({"version": VERSION, "warped": warped, "cases": listing}, indent=1))
     return raw
 
 

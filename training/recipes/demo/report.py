@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .build import built_cases
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -33,8 +35,7 @@ def _device_line() -> str:
 
 
 def _warped_line(out: Path) -> str:
-    stamp = out / "raw" / "done.json"
-    warped = json.loads(stamp.read_text()).get("warped", 0) if stamp.is_file() else 0
+    warped = built_cases(out / "raw").get("warped", 0)
     if not warped:
         return "no warped copies"
     return (f"{warped} warped, re-contrasted copies of each brain for the stages trained in this run, "
