@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_gem3d.diffusion import make_ddim_plan
-from napari_gem3d.sampling import Cancelled, CancelToken, plan_windows
+from napari_gem3d.sampling import Cancelled, CancelToken, SamplingOptions, plan_windows
 from napari_gem3d.sampling import propagate as prop
 from napari_gem3d.sampling.denoise import SeededNoise
 from sampler_helpers import SIZE, PointMassNet, collect, phantom_mask, request, tiny_bundle
@@ -162,10 +162,25 @@ def test_closed_form_network_lands_on_the_analytic_result(bundle, monkeypatch):
 
 def test_true_informed_slice_is_pasted_at_the_start(bundle):
     img = np.random.default_rng(0).uniform(-1, 1, (SIZE, SIZE)).astype(np.float32)
-    updates, result = collect(bundle, request(informed_image=img, true_slice=True, start=17))
+    updates, result = collect(bundle, request(informed_image=img, true_slice=True, start=17, paste_informed=True))
     ref = bundle.codec.encode(torch.from_numpy(img)[None, None])[0]
     assert torch.allclose(torch.from_numpy(result.latents[17]), ref, atol=1e-6)
     assert result.windows[0].known == (17 - result.windows[0].start,)
+    assert result.provenance["paste_informed"] is True
+
+
+def test_true_informed_slice_only_conditions_by_default(bundle):
+    """Default: the true slice sets the appearance but is not a known frame; every slice is generated."""
+    img = np.random.default_rng(0).uniform(-1, 1, (SIZE, SIZE)).astype(np.float32)
+    _, result = collect(bundle, request(informed_image=img, true_slice=True, start=17))
+    ref = bundle.codec.encode(torch.from_numpy(img)[None, None])[0]
+    assert result.windows[0].known == ()
+    assert 17 - result.windows[0].start in result.windows[0].write  # generated, not held
+    assert not torch.allclose(torch.from_numpy(result.latents[17]), ref, atol=1e-2)
+    assert result.provenance["paste_informed"] is False
+    # the same informed slice as a non-true slice: the same generation (it conditions alike)
+    _, other = collect(bundle, request(informed_image=img, true_slice=False, start=17))
+    assert np.array_equal(other.latents, result.latents)
 
 
 def test_baseline_and_no_inpaint_modes_run_and_differ(bundle):
@@ -193,3 +208,26 @@ def test_bad_requests_have_clear_errors(bundle):
         from napari_gem3d.sampling import SamplingOptions, SamplingRequest
 
         SamplingRequest(mask=phantom_mask(), start=0, informed=None, options=SamplingOptions())
+
+
+def test_paste_informed_option_defaults_refusals_and_cli():
+    import argparse
+
+    from napari_gem3d.commands.common import add_sampling_options, sampling_options
+    from napari_gem3d.sampling.request import pastes_informed
+
+    assert SamplingOptions().paste_informed is False  # conditioning only by default, as the official sampler
+    assert pastes_informed(SamplingOptions(paste_informed=True), True)
+    assert not pastes_informed(SamplingOptions(), True)
+    assert not pastes_informed(SamplingOptions(paste_informed=True), False)  # another scan's slice: never pasted
+    assert not pastes_informed(SamplingOptions(paste_informed=True, mode="baseline"), True)
+    with pytest.raises(ValueError, match="never pastes"):
+        SamplingOptions(official_compat=True, paste_informed=True)
+    with pytest.raises(ValueError, match="paste_informed must be"):
+        SamplingOptions(paste_informed="yes")
+    p = argparse.ArgumentParser()
+    add_sampling_options(p)
+    assert sampling_options(p.parse_args(["--device", "cpu"])).paste_informed is False
+    assert sampling_options(p.parse_args(["--device", "cpu", "--paste-informed"])).paste_informed is True
+    with pytest.raises(ValueError, match="never pastes"):
+        sampling_options(p.parse_args(["--device", "cpu", "--paste-informed", "--official-compat"]))

@@ -141,6 +141,26 @@ def test_an_edit_over_most_of_the_volume_falls_back_to_a_full_run(setup):
     assert (regen["range"][1] - regen["range"][0]) > FULL_RUN_FRACTION * n
 
 
+def test_a_full_run_fallback_keeps_the_results_paste_choice(setup):
+    """The fallback re-makes the result as it was made: a current result did not paste its true informed
+    slice; one recorded before the choice existed (no ``paste_informed``) pasted it, and still does."""
+    from napari_gem3d.sampling.regenerate import options_from
+
+    bundle, image, mask, first = setup
+    assert first.provenance["paste_informed"] is False
+    assert options_from({"seed": 3}).paste_informed is True  # an older result's provenance
+    assert options_from({"seed": 3, "paste_informed": False}).paste_informed is False
+    wide = _edit(mask, range(2, mask.shape[S_AXIS] - 2))
+    now = run_to_end(regenerate(bundle, first.volume, wide, image=image))
+    assert now.provenance["regenerated"]["full_run"] and now.provenance["paste_informed"] is False
+    assert all(not w.known for w in now.result.windows[:1])
+    older = first.volume.with_array(first.volume.array, provenance={k: v for k, v in first.provenance.items()
+                                                                    if k != "paste_informed"})
+    then = run_to_end(regenerate(bundle, older, wide, image=image))
+    assert then.provenance["paste_informed"] is True
+    assert then.result.windows[0].known == (then.result.provenance["start_slice"] - then.result.windows[0].start,)
+
+
 def test_plan_regeneration_margin_and_ends():
     grid_mask = np.zeros((20, 4, 4), np.int16)
     hashes = mask_slice_hashes(grid_mask)

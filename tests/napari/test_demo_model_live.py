@@ -40,7 +40,9 @@ def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtb
     widget = SamplingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="GEM-3D sampling")
     widget.mask.value, widget.image.value = mask_layer, image_layer
-    widget.solver.value, widget.steps.value, widget.device.value, widget.seed.value = "ddim", 10, "cpu", 0
+    # the dock's default quality (DPM-Solver++, 8 steps) and its default: the scan's slice as conditioning only
+    assert (widget.solver.value, widget.steps.value, widget.paste.value) == ("dpmpp2m", 8, False)
+    widget.device.value, widget.seed.value = "cpu", 0
     updates = []
     original = widget._on_window
 
@@ -56,6 +58,7 @@ def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtb
     assert info["status"] == "complete"
     assert len(updates) == len(info["plan"]) >= 3  # one live update per planned window
     assert info["provenance"]["model"]["name"].startswith("gem3d-demo")
+    assert info["provenance"]["paste_informed"] is False
     assert np.array_equal(image_layer.data, image_before) and np.array_equal(mask_layer.data, mask_before)
 
     # the generated tumour differs from white matter in the same direction as in the real image

@@ -329,6 +329,24 @@ def test_solver_choice_reaches_the_provenance(viewer_case, qtbot):
     assert widget.live.layer.metadata[RESULT_KEY]["provenance"]["solver"] == "dpmpp2m"
 
 
+def test_paste_choice_reaches_the_generator_and_is_off_with_official_compat(viewer_case, qtbot):
+    """Off by default (the scan's slice conditions only); ticked, the generator holds it as the start's known
+    frame and says so in the provenance; the official-compat mode never pastes, ticked or not."""
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, solver="ddim")  # official compat: DDIM only
+    assert widget.paste.value is False and widget.paste.tooltip
+    seen = {}
+    for paste, compat in ((True, False), (False, False), (True, True)):
+        widget.paste.value, widget.compat.value = paste, compat
+        job = widget.run()
+        assert job is not None
+        _wait(qtbot, job)
+        info = widget.live.layer.metadata[RESULT_KEY]
+        assert info["status"] == "complete" and info["settings"]["paste"] is paste
+        seen[paste, compat] = info["provenance"]["paste_informed"]
+    assert seen == {(True, False): True, (False, False): False, (True, True): False}
+
+
 def test_removing_the_output_layer_cancels_its_run(viewer_case, qtbot):
     viewer, image_layer, mask_layer = viewer_case
     widget = _widget(viewer, mask=mask_layer, image=image_layer, steps=50)

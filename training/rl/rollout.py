@@ -151,7 +151,7 @@ def sample(bundle: ModelBundle, condition: Condition, *, group: int, seed: int, 
            device: str = "cpu", record: bool = True) -> Rollout:
     """Generate one volume for ``condition`` with THE generator; record its steps when ``record``."""
     opts = SamplingOptions(steps=steps, eta=eta, seed=int(seed), device=str(device), precision="fp32",
-                           mode="gem3d")
+                           mode="gem3d", paste_informed=True)  # the true slice as a known frame (data.py)
     recorder = RolloutRecorder() if record else None
     gen = generate(bundle, condition.request(opts), recorder=recorder)
     while True:

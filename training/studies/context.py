@@ -130,6 +130,8 @@ class StudyContext:
         mode = "baseline" if informed == "none" else "gem3d"
         if mode == "gem3d" and not options.get("official_compat"):  # the model's noise prior unless told
             options.setdefault("slice_noise_correlation", None)
+        if informed == "true":  # in the cache key: the default changed on 2026-12-07 (no longer pasted)
+            options.setdefault("paste_informed", False)
         steps = options.pop("steps", self.steps)
         eta = options.pop("eta", 1.0)
         key = json.dumps(dict(case=case, seed=seed, informed=informed, augment=augment, model=model,

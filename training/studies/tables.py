@@ -44,8 +44,12 @@ def _rows(ctx: StudyContext, conditions: dict[str, dict], cases: tuple[str, ...]
 
 
 def table2(ctx: StudyContext) -> dict:
-    """GEM-3D (true informed slice) vs the mask-only baseline, MS-SSIM to the truth."""
+    """GEM-3D (true informed slice) vs the mask-only baseline, MS-SSIM to the truth; the true slice as
+    conditioning only (the sampler's default, as the official sampler) and pasted into the result as a known
+    frame (this package's default before 2026-12-07)."""
     return _rows(ctx, {"GEM-3D (true informed slice)": {"informed": "true"},
+                       "GEM-3D (true informed slice, pasted as a known frame)": {"informed": "true",
+                                                                                 "paste_informed": True},
                        "mask-only baseline": {"informed": "none"}}, ctx.heldout)
 
 

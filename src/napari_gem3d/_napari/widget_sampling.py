@@ -28,6 +28,7 @@ from ..sampling.request import (
     UNTRAINED_PRIOR_CORRELATION,
     coarse_correlation_for,
     model_slice_noise_correlation,
+    pastes_informed,
 )
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
@@ -157,6 +158,13 @@ class SamplingWidget(DockWidget):
             name="precision", label="Precision", choices=["fp32", "bf16", "fp16"], value="fp32",
             tooltip="number format: half precision (bf16, fp16) is faster on GPUs only",
         )
+        self.paste = CheckBox(
+            name="paste", text="Paste the scan's start slice", value=False,
+            tooltip="put the scan's own slice into the result at the start slice, as a known frame. Off "
+                    "(default): that slice only sets the appearance and every slice is generated, as the official "
+                    "sampler does, which gave fewer slice-to-slice stripes on held-out brains. Not used by the "
+                    "official-compat mode",
+        )
         self.compat = CheckBox(
             name="compat", text="Official compat", value=False,
             tooltip="reproduce the official GEM-3D code exactly, its known bugs included (GEM-3D method only)",
@@ -165,7 +173,7 @@ class SamplingWidget(DockWidget):
                                        self.view])
         self.advanced = Container(widgets=[self.steps, self.solver, self.eta, self.coherence, self.seed,
                                            self.device, self.precision])
-        self.fields = [*self.main, self.follow, self.force, *self.advanced, self.compat]
+        self.fields = [*self.main, self.follow, self.force, *self.advanced, self.paste, self.compat]
         for container in (self.main, self.advanced):
             self.track(container)
             narrow(container)
@@ -173,7 +181,7 @@ class SamplingWidget(DockWidget):
         self.body.addWidget(self.follow.native)
         self.body.addWidget(self.force.native)
         self.device_note = note("")
-        self.advanced_section = section("Advanced", self.advanced, self.compat, self.device_note,
+        self.advanced_section = section("Advanced", self.advanced, self.paste, self.compat, self.device_note,
                                         tooltip="the sampler's settings: steps, solver, noise, seed, device")
         self.body.addWidget(self.advanced_section)
         hint = grey_out_devices(self.device)
@@ -335,7 +343,7 @@ class SamplingWidget(DockWidget):
 
     def _mode_chosen(self, *_) -> None:
         gem3d = METHODS[self.mode.value] == "gem3d"
-        self.informed.enabled = self.compat.enabled = self.coherence.enabled = gem3d
+        self.informed.enabled = self.compat.enabled = self.coherence.enabled = self.paste.enabled = gem3d
 
     def _quality_chosen(self, *_) -> None:
         preset = QUALITY.get(self.quality.value)
@@ -488,6 +496,7 @@ class SamplingWidget(DockWidget):
             cpu_threads="auto",  # the GUI thread and other work hold cores: use the idle ones
             slice_noise_correlation=rho,
             slice_noise_coarse_correlation=coarse_correlation_for(rho),
+            paste_informed=bool(self.paste.value) and not official,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain
@@ -510,7 +519,8 @@ class SamplingWidget(DockWidget):
         start = int(self.start.value)
         if not 0 <= start < grid.num_slices:
             raise ValueError(f"the start slice {start} is outside 0..{grid.num_slices - 1} for this mask")
-        start_known = mode == "gem3d" and (informed.is_true_slice if informed is not None else True)
+        # no informed slice given: the worker picks the scan's own start slice, a true slice
+        start_known = pastes_informed(options, informed.is_true_slice if informed is not None else True)
         plan = plan_for(bundle.config, grid.num_slices, start, start_known, options)
         layer = self._output_layer(mask_layer, image_layer, options, plan, grid)
         layer.metadata[RESULT_KEY]["domain"] = domain.to_dict()

@@ -33,6 +33,11 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-inpaint", action="store_true", help="do not paste the overlap frames (ablation)")
     g.add_argument("--official-compat", action="store_true", help="reproduce the official sampler, bugs included")
     g.add_argument("--position", type=float, default=0.5, help="relative start position p in [0, 1]")
+    g.add_argument("--paste-informed", action="store_true",
+                   help="put the scan's own start slice into the result as a known frame (the default before "
+                        "2026-12-07; not with --official-compat). Default: that slice only sets the appearance "
+                        "and every slice is generated, as the official sampler does, which gave fewer "
+                        "slice-to-slice stripes on held-out brains (docs/evidence.md)")
     g.add_argument("--slice-noise-correlation", default="auto", type=_correlation, metavar="RHO",
                    help="correlation of the noise between neighbouring slices, 0 <= RHO < 1 (default auto: in GEM-3D "
                         "mode the noise prior the model was trained with, 0.9 for a model trained with "
@@ -128,6 +133,7 @@ def sampling_options(args: argparse.Namespace):
         slice_noise_correlation=rho,
         slice_noise_coarse_correlation=coarse_slice_noise_correlation(
             getattr(args, "slice_noise_coarse_correlation", "auto"), rho),
+        paste_informed=bool(getattr(args, "paste_informed", False)),
     )
     effective_precision(options.precision, resolve_device(options.device))
     if getattr(args, "position", None) is not None and not 0.0 <= args.position <= 1.0:

@@ -25,7 +25,7 @@ from .cancel import CancelToken
 from .denoise import FrameCorrelatedNoise, Known, SeededNoise, denoise, sampling_plan
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
-from .request import SamplingRequest, SamplingResult, WindowUpdate, resolve_options
+from .request import SamplingRequest, SamplingResult, WindowUpdate, pastes_informed, resolve_options
 from .slice_prior import SliceNoisePrior
 
 COND_STREAM = 1 << 30  # noise stream of the posterior samples drawn in official_compat mode
@@ -82,7 +82,7 @@ def generate(
         have = ", ".join(sorted(bundle.unets))
         raise ValueError(f"this model has no {'GEM-3D volume' if gem3d else 'baseline'} network (it has: {have})")
     informed = request.informed if gem3d else None
-    start_known = bool(informed is not None and informed.is_true_slice)
+    start_known = pastes_informed(opts, informed is not None and informed.is_true_slice)
     overlap = cfg.overlap if opts.overlap is None else opts.overlap
     if windows is None:
         windows = plan_windows(
@@ -269,6 +269,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "mode": opts.mode,
         "official_compat": opts.official_compat,
         "inpaint_overlap": opts.inpaint_overlap,
+        "paste_informed": opts.paste_informed,
         "solver": opts.solver,
         "slice_noise_correlation": opts.slice_noise_correlation,
         "slice_noise_coarse_correlation": opts.slice_noise_coarse_correlation,

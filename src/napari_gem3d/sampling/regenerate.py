@@ -76,11 +76,14 @@ def plan_regeneration(old_hashes: list[str], model_mask: np.ndarray, margin: int
 
 
 def options_from(provenance: dict[str, Any], **overrides: Any) -> SamplingOptions:
-    """The sampling options a previous result was made with (device and precision may be overridden)."""
+    """The sampling options a previous result was made with (device and precision may be overridden).
+
+    A result recorded before ``paste_informed`` existed pasted its true informed slice: it keeps doing so."""
     keys = ("steps", "eta", "seed", "mode", "inpaint_overlap", "official_compat", "decode_chunk", "solver",
-            "slice_noise_correlation", "slice_noise_coarse_correlation")
+            "slice_noise_correlation", "slice_noise_coarse_correlation", "paste_informed")
     values = {k: provenance[k] for k in keys if k in provenance and k in SamplingOptions.__dataclass_fields__}
     values["overlap"] = provenance.get("overlap")
+    values.setdefault("paste_informed", not values.get("official_compat", False))
     return SamplingOptions(**{**values, **overrides})
 
 

@@ -60,6 +60,10 @@ class SamplingOptions:
     # the coarse band's correlation (2 x 2 latent block means; slice_prior.py); None: rho's (one band), or
     # with slice_noise_correlation None the model's default (coarse_correlation_for)
     slice_noise_coarse_correlation: float | None = None
+    # a true informed slice (InformedSlice.is_true_slice: slice `start` of this volume) is pasted into the result
+    # as the start's known frame (True: this package's default before 2026-12-07), or only conditions the windows
+    # and every slice is generated (False: as the official sampler; fewer slice-to-slice stripes, docs/evidence.md)
+    paste_informed: bool = False
 
     def __post_init__(self):
         check_seed(self.seed)
@@ -74,6 +78,11 @@ class SamplingOptions:
         if rho and (self.mode != "gem3d" or self.official_compat):
             raise ValueError("correlated slice noise applies to GEM-3D mode without official_compat only (the "
                              "baseline's trained temporal layers break with it): set it to 0")
+        if not isinstance(self.paste_informed, bool):
+            raise ValueError(f"paste_informed must be True or False, got {self.paste_informed!r}")
+        if self.official_compat and self.paste_informed:
+            raise ValueError("official_compat reproduces the official sampler, which never pastes the informed "
+                             "slice into the result (it only conditions on it): leave paste_informed off with it")
         if not (self.cpu_threads in (None, "auto") or (isinstance(self.cpu_threads, int) and self.cpu_threads >= 1)):
             raise ValueError(f"cpu_threads must be None, 'auto' or a count >= 1, got {self.cpu_threads!r}")
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -200,6 +209,13 @@ def model_slice_noise_correlation(config: Any, mode: str = "gem3d", official_com
     if mode != "gem3d" or official_compat or volume is None:
         return 0.0
     return float(volume.noise_correlation) or UNTRAINED_PRIOR_CORRELATION
+
+
+def pastes_informed(options: SamplingOptions, true_slice: bool) -> bool:
+    """Whether a generation with ``options`` holds its informed slice as the start's known frame (pasted into
+    the result): GEM-3D mode, an informed slice that is the volume's own (``true_slice``,
+    :attr:`InformedSlice.is_true_slice`) and ``paste_informed``."""
+    return bool(options.mode == "gem3d" and true_slice and options.paste_informed)
 
 
 def resolve_options(options: SamplingOptions, config: Any) -> SamplingOptions:

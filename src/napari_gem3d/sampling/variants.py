@@ -28,7 +28,7 @@ from ..volume import IntensityNorm, Volume, model_grid, same_grid
 from .cancel import CancelToken
 from .informed import relative_index
 from .plan import plan_windows
-from .request import InformedSlice, SamplingOptions, WindowUpdate
+from .request import InformedSlice, SamplingOptions, WindowUpdate, pastes_informed
 
 VolumeSource = Volume | str | os.PathLike
 
@@ -165,8 +165,7 @@ def count_windows(
 ) -> int:
     """Number of windows (= updates) one generation of ``mask`` will yield (cheap: no resampling)."""
     grid = model_grid(mask, config.image_size, config.slice_axis)
-    gem3d = options.mode == "gem3d"
-    start_known = bool(gem3d and informed is not None and informed.is_true_slice)
+    start_known = pastes_informed(options, informed is not None and informed.is_true_slice)
     overlap = config.overlap if options.overlap is None else options.overlap
     return len(
         plan_windows(
