@@ -104,6 +104,7 @@ def run_brain1(montage: Path | None) -> dict:
         centre = np.argwhere(les).mean(axis=0).round().astype(int)  # slices through the tumour
         index = _montage_index(image, centre)
         save_montage([("image", image), ("make-mask", mask)], montage, kinds=["image", "labels"],
+                     labels_max=max(DEMO_NAMES),
                       title="brain1: gem3d make-mask (0 out, 1 CSF, 2 GM, 3 WM, 4 oedema, 5 rim, 6 core)",
                       index=index)
     return {"seconds": round(seconds, 1), "counts": report["counts"], "lesions": report["lesions"],

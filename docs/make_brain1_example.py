@@ -1,12 +1,13 @@
 """The README's "Your own scan" example, re-made: pyradiomics brain1 through check, make-mask and sample.
 
     python docs/make_brain1_example.py [--model BUNDLE] [--seeds 0 1] [--out runs/brain1_example]
-                                       [--montage docs/images/brain1_make_mask_sample.png]
+                                       [--montage docs/images/brain1_make_mask_sample.png] [--paste-informed]
 
 brain1 (``bash scripts/get_data.sh`` puts it under work_data/) is a real post-contrast T1 with 6.5 mm slices
 and a lesion-only label, so ``gem3d check`` refuses the label as it is; ``make-mask`` turns it into the
 card's label map and ``sample`` generates from that, in the scan's own geometry. Prints one JSON line per
-seed: the stripe index against the real scan and its two parts (across slices, in plane), and writes the
+seed: the stripe index against the real scan and its two parts (across slices, in plane), the lesion's
+contrast to white matter in the generated and the real scan, and writes the
 montage of the first seed (real, model-ready mask, generated).
 """
 
@@ -18,7 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
+WHITE_MATTER = 3  # the demo card's label
 
 
 def gem3d(*args: str) -> subprocess.CompletedProcess:
@@ -34,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, default=Path("runs/brain1_example"))
     p.add_argument("--montage", type=Path, default=None)
+    p.add_argument("--paste-informed", action="store_true", help="sample with the scan's start slice pasted in "
+                   "(the default until 2026-12-07)")
     args = p.parse_args(argv)
     image, lesion = brain1_dir() / "brain1_image.nrrd", brain1_dir() / "brain1_label.nrrd"
     if not image.is_file():
@@ -54,21 +60,35 @@ def main(argv: list[str] | None = None) -> int:
     from napari_gem3d.metrics.consistency import axis_ratios
 
     real = read_volume(image)
+    lesion_voxels = np.asarray(read_volume(lesion).array) > 0
+    white_matter = np.asarray(read_volume(mask).array) == WHITE_MATTER
+
+    def lesion_contrast(volume) -> float:
+        """(lesion mean - white-matter mean) / white-matter SD: how the lesion stands out."""
+        v = np.asarray(volume.array, np.float64)
+        return round(float((v[lesion_voxels].mean() - v[white_matter].mean()) / v[white_matter].std()), 2)
+
+    paste = ["--paste-informed"] if args.paste_informed else []
     for k, seed in enumerate(args.seeds):
         gen_path = args.out / f"brain1_generated_seed{seed}.nii.gz"
         run = gem3d("sample", "--image", str(image), "--mask", str(mask), "--out", str(gen_path), "--overwrite",
-                    "--seed", str(seed), *model)
+                    "--seed", str(seed), *paste, *model)
         if run.returncode != 0:
             raise SystemExit(f"sample failed:\n{run.stdout}{run.stderr}")
         gen = read_volume(gen_path)
         across, in_plane = axis_ratios(gen, real)
         print(json.dumps({"seed": seed, "stripe_index": round(across / in_plane, 3), "across": round(across, 3),
-                          "in_plane": round(in_plane, 3), "model": args.model or "bundled demo model"}), flush=True)
+                          "in_plane": round(in_plane, 3), "lesion_contrast": lesion_contrast(gen),
+                          "real_lesion_contrast": lesion_contrast(real), "paste_informed": args.paste_informed,
+                          "model": args.model or "bundled demo model"}), flush=True)
         if k == 0 and args.montage:
+            from napari_gem3d import demo_model_path
             from napari_gem3d.montage import save_montage
 
+            config = json.loads((Path(args.model or demo_model_path()) / "config.json").read_text())
             save_montage([("real brain1", real), ("make-mask", read_volume(mask)), (f"generated, seed {seed}", gen)],
                          args.montage, kinds=["image", "labels", "image"],
+                         labels_max=max(int(k) for k in config["labels"]["names"]),
                          title="pyradiomics brain1: check (refused) -> make-mask -> sample")
     return 0
 

@@ -132,6 +132,27 @@ def test_auto_split_falls_back_to_depth_shells_when_intensities_do_not_separate(
     assert set(np.unique(labels[ball])) == {4, 5, 6}
 
 
+def test_a_lesion_enhancing_throughout_is_all_enhancing_rim():
+    """A lesion brighter than white matter everywhere (brain1's, in a post-contrast T1) has no necrosis: its
+    darker part is still enhancing, so none of it becomes the (CSF-dark) necrotic core."""
+    image, tissue, affine = _phantom(bias=0.0)
+    g = np.indices(image.shape)
+    r = np.sqrt(sum((g[i] - c) ** 2 for i, c in enumerate((28, 32, 37))))
+    ball = r <= 5
+    bright = image.copy()
+    bright[ball] = 145.0 - 3.0 * r[ball]  # WM 100: enhancing, brighter at the centre, no dark voxel
+    out, report = mm.make_model_mask(Volume(bright, affine), CARD, NAMES,
+                                     lesion=Volume(ball.astype(np.uint8), affine), brain="none")
+    labels = np.asarray(out.array)
+    assert report["lesions"][0]["method"] == "intensity (enhancing throughout: all rim)"
+    assert set(np.unique(labels[ball])) == {5}
+    dim = image.copy()
+    dim[ball] = 102.0  # about as bright as white matter: nothing to separate by intensity
+    out, report = mm.make_model_mask(Volume(dim, affine), CARD, NAMES,
+                                     lesion=Volume(ball.astype(np.uint8), affine), brain="none")
+    assert report["lesions"][0]["method"] == "depth shells"
+
+
 def test_lesion_as_name_and_bad_name():
     image, truth = _tumour_case()
     lesion = Volume((truth >= 4).astype(np.int16) * 7, image.affine)

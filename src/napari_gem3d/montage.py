@@ -38,11 +38,14 @@ def save_montage(
     kinds: Sequence[str] | None = None,
     title: str = "",
     index: dict[str, int] | None = None,
+    labels_max: int | None = None,
 ) -> Path:
     """One row per volume, three columns (axial, coronal, sagittal); labels use a categorical map.
 
     All rows must share the first row's grid (same shape); the slice indices are the middle of it
-    unless ``index`` gives them. Written atomically.
+    unless ``index`` gives them. ``labels_max``: the label value the colour map ends at (the model's largest
+    label, so a label keeps its colour whichever labels a mask holds); None: each label row's own maximum.
+    Written atomically.
     """
     import matplotlib
 
@@ -56,7 +59,8 @@ def save_montage(
     for r, ((name, vol), kind) in enumerate(zip(rows, kinds, strict=True)):
         pl = planes(vol, index)
         finite = np.asarray(vol.array, dtype=np.float32)
-        lo, hi = (np.percentile(finite, [0.5, 99.5]) if kind == "image" else (0, max(1, int(finite.max()))))
+        top = labels_max if labels_max is not None else int(finite.max())
+        lo, hi = (np.percentile(finite, [0.5, 99.5]) if kind == "image" else (0, max(1, top)))
         for c, view in enumerate(VIEWS):
             ax = axes[r][c]
             cmap = "gray" if kind == "image" else "tab10"

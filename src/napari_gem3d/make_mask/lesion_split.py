@@ -64,18 +64,13 @@ def _intensity_roles(v: np.ndarray, comp: np.ndarray, protos: dict[str, float], 
         rim = comp & (idx == present.index("rim"))
         idx[fill_holes(rim) & comp & (idx == present.index("oedema"))] = present.index("core")
     fractions = np.array([np.count_nonzero(comp & (idx == j)) for j in range(len(present))]) / nvox
-    if "rim" in present and "core" in present and fractions[present.index("rim")] >= _ENH_THROUGHOUT:
+    if "rim" in present and fractions[present.index("rim")] >= _ENH_THROUGHOUT:
         if float(np.median(v[comp])) <= t_enh:  # about as bright as white matter: nothing to separate
             return None, "depth shells"
-        # enhancing throughout: split at the lesion's own Otsu level, brighter = rim, darker = core,
-        # as the demo's training labels of the real brain1 tumour were made (subjects.brain1)
-        from skimage.filters import threshold_otsu
-
-        vals = v[comp]
-        idx = np.full(comp.shape, present.index("rim"), np.int8)
-        if vals.max() > vals.min():
-            idx[comp & (v <= threshold_otsu(vals))] = present.index("core")
-        return idx, "intensity (enhancing throughout: own Otsu level, darker part = core)"
+        # enhancing throughout: all of it is the enhancing label. Its darker part is still brighter than white
+        # matter, not a necrotic core (dark as CSF in the training tumours): labelled core, the demo model
+        # drew brain1's lesion darker than white matter, labelled rim brighter (docs/make-mask.md)
+        return np.full(comp.shape, present.index("rim"), np.int8), "intensity (enhancing throughout: all rim)"
     if np.count_nonzero(fractions >= _MIN_CLASS_FRACTION) >= 2:
         return idx, "intensity"
     return None, "depth shells"
