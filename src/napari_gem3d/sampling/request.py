@@ -82,7 +82,8 @@ class SamplingOptions:
             raise ValueError(f"paste_informed must be True or False, got {self.paste_informed!r}")
         if self.official_compat and self.paste_informed:
             raise ValueError("official_compat reproduces the official sampler, which never pastes the informed "
-                             "slice into the result (it only conditions on it): leave paste_informed off with it")
+                             "slice into the result (it only conditions on it): leave pasting off with it "
+                             "(--paste-informed, paste_informed)")
         if not (self.cpu_threads in (None, "auto") or (isinstance(self.cpu_threads, int) and self.cpu_threads >= 1)):
             raise ValueError(f"cpu_threads must be None, 'auto' or a count >= 1, got {self.cpu_threads!r}")
         if not isinstance(self.steps, int) or self.steps < 1:
