@@ -59,8 +59,10 @@ def save_montage(
     for r, ((name, vol), kind) in enumerate(zip(rows, kinds, strict=True)):
         pl = planes(vol, index)
         finite = np.asarray(vol.array, dtype=np.float32)
-        top = labels_max if labels_max is not None else int(finite.max())
-        lo, hi = (np.percentile(finite, [0.5, 99.5]) if kind == "image" else (0, max(1, top)))
+        if kind == "image":
+            lo, hi = np.percentile(finite, [0.5, 99.5])
+        else:
+            lo, hi = 0, max(1, labels_max if labels_max is not None else int(finite.max()))
         for c, view in enumerate(VIEWS):
             ax = axes[r][c]
             cmap = "gray" if kind == "image" else "tab10"

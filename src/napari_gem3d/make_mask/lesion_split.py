@@ -14,7 +14,7 @@ _OEDEMA_FRAC = 0.45  # oedema target ~ GM - U(0.4, 0.7) (GM - CSF) = CSF + 0.45 
 _OEDEMA_BLEND = 0.85  # ... painted at 85 % over the GM/WM underneath
 _RIM_FRAC = 0.45  # rim ~ WM + U(0.3, 0.6) (WM - CSF)
 _ENH_FRAC = 0.15  # clearly enhancing: brighter than WM + 0.15 (WM - CSF), halfway to the weakest training rim
-_ENH_THROUGHOUT = 0.9  # a lesion this much rim-like (and clearly enhancing) is split at its own Otsu level
+_ENH_THROUGHOUT = 0.9  # a lesion this much rim-like (and clearly enhancing) enhances throughout: all rim
 _SHELLS = (0.27, 0.54)  # depth shells: radius fraction of core | rim | oedema (R 1.85 R, core 0.5 R)
 _MIN_CLASS_FRACTION = 0.05
 
@@ -68,8 +68,8 @@ def _intensity_roles(v: np.ndarray, comp: np.ndarray, protos: dict[str, float], 
         if float(np.median(v[comp])) <= t_enh:  # about as bright as white matter: nothing to separate
             return None, "depth shells"
         # enhancing throughout: all of it is the enhancing label. Its darker part is still brighter than white
-        # matter, not a necrotic core (dark as CSF in the training tumours): labelled core, the demo model
-        # drew brain1's lesion darker than white matter, labelled rim brighter (docs/make-mask.md)
+        # matter, so it is not the CSF-dark necrosis of the training tumours' core (brain1 with its darker half
+        # labelled core came out darker than white matter, all rim brighter: docs/make-mask.md)
         return np.full(comp.shape, present.index("rim"), np.int8), "intensity (enhancing throughout: all rim)"
     if np.count_nonzero(fractions >= _MIN_CLASS_FRACTION) >= 2:
         return idx, "intensity"
