@@ -1,20 +1,26 @@
 """The interactive edit loop, measured in one run on the CPU at the demo size: prints ONE JSON line.
 
     python benchmarks/bench_interactive.py [--save benchmarks/results/cpu-DATE-interactive.jsonl]
+                                           [--quality fast|standard|official] [--rho RHO]
+
+Every generation samples as the CLI and the dock do unless told: the ``--quality`` preset (default fast:
+DPM-Solver++ 8 steps), the model's slice-noise prior, the scan's slice as conditioning only.
 
 1. **Local regeneration.** The bundled demo case with its tumour replaced by a small one (radius 10 mm,
-   about 11 slices) is generated in full (DDIM-25, seed 0); the lesion is then moved up by 3 slices and
+   about 11 slices) is generated in full (seed 0); the lesion is then moved up by 3 slices and
    (a) regenerated locally (``sampling.regenerate``) and (b) generated in full again. Reported: both times
    and their ratio, the regenerated range, and the seams: the slice differences at the two boundaries of
    the regenerated range divided by the real volume's there, for (a) and for (b) at the same places.
-2. **Fast solver.** DPM-Solver++(2M) at 6, 8, 10 and 12 steps against DDIM-25 on held-out Colin27 (true informed
-   slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the stripe index.
+2. **Fast solver.** DPM-Solver++(2M) at 6, 8, 10 and 12 steps against DDIM-25 (eta 1) on held-out Colin27 (its
+   own middle slice as the informed slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the
+   stripe index.
 3. **Busy cores.** One, then three processes spinning (started here, stopped by their process ids): the demo
    generation with the thread policy (``sampling.threads``) and with every core, against the quiet time
    (one busy process) and against a fair share of the cores (three: 4 processes on the cores, so one
    thread's quiet time x 4 / cores).
 
-Times are wall-clock seconds of one run each; compare ratios measured in this run only.
+Times are wall-clock seconds of one run each (busy cores: the median of ``--repeats``); compare ratios measured
+in this run only.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from napari_gem3d.metrics.similarity import compare_volumes
 from napari_gem3d.sampling import SamplingOptions
 from napari_gem3d.sampling.pipeline import run_to_end, sample_volume
 from napari_gem3d.sampling.regenerate import regenerate
+from napari_gem3d.sampling.request import DEFAULT_QUALITY, QUALITY_PRESETS
 from napari_gem3d.sampling.threads import choose_threads, usable_cores
 from napari_gem3d.volume import IntensityNorm, Volume
 
@@ -107,7 +114,7 @@ def solvers(bundle, options, seeds=(0, 1)) -> dict:
     image, mask = held.image, held.image.with_array(held.tissue.astype(np.uint8))
     out = {}
     fast = [(f"dpmpp2m{n}", replace(options, steps=n, solver="dpmpp2m")) for n in FAST_STEPS]
-    for name, opts in [("ddim25", replace(options, steps=25)), *fast]:
+    for name, opts in [("ddim25", replace(options, steps=25, solver="ddim", eta=1.0)), *fast]:
         rows = []
         for seed in seeds:
             gen, t = timed(lambda opts=opts, seed=seed: run_to_end(
@@ -126,10 +133,12 @@ def solvers(bundle, options, seeds=(0, 1)) -> dict:
     return out
 
 
-def busy_core(bundle, options) -> dict:
+def busy_core(bundle, options, repeats: int = 3) -> dict:
     """The demo generation quiet, beside one and beside three spinning processes: with every core's worth of
     threads, with one thread, and with the library's policy (``cpu_threads="auto"``: the thread count from
-    the idle cores, measured by the generation itself and recorded in its provenance)."""
+    the idle cores, measured by the generation itself and recorded in its provenance). Each time is the
+    median of ``repeats`` runs, the three set-ups taking turns (a fast generation lasts ~2 s, where one run
+    varies by +-20 %)."""
     image, mask = demo_case()
     choices = {}
 
@@ -140,8 +149,12 @@ def busy_core(bundle, options) -> dict:
         return seconds
 
     def runs(label):
-        return {"all_cores": run(cores, f"{label}/all_cores"), "one_thread": run(1, f"{label}/one_thread"),
-                "policy": run("auto", f"{label}/policy")}
+        setups = {"all_cores": cores, "one_thread": 1, "policy": "auto"}
+        times = {name: [] for name in setups}
+        for _ in range(repeats):
+            for name, threads in setups.items():
+                times[name].append(run(threads, f"{label}/{name}"))
+        return {name: float(np.median(t)) for name, t in times.items()}
 
     cores = usable_cores()
     quiet = runs("quiet")
@@ -179,18 +192,24 @@ def main(argv=None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["regeneration", "solvers", "busy"])
     p.add_argument("--margin", type=int, default=None,
                    help="regeneration margin (slices each side; default: the library's choice, margin_for)")
-    p.add_argument("--rho", type=float, default=0.9,
-                   help="slice noise correlation of every generation (0.9: the CLI's and the dock's default)")
+    p.add_argument("--rho", type=float, default=None,
+                   help="slice noise correlation of every generation (default: the model's prior, as the CLI and "
+                        "the dock: 0.9 with the coarse band at 0.995; a number: one band, as before 2026-12-07)")
+    p.add_argument("--repeats", type=int, default=3, help="busy cores: runs per time (their median)")
+    p.add_argument("--quality", choices=list(QUALITY_PRESETS), default=DEFAULT_QUALITY,
+                   help="the sampler of the regeneration and busy-core runs (default: the CLI's and the dock's)")
     args = p.parse_args(argv)
     bundle = load_model(None)
     torch.set_num_threads(choose_threads().threads)
-    options = SamplingOptions(steps=25, seed=0, device="cpu", slice_noise_correlation=args.rho)
+    solver, steps = QUALITY_PRESETS[args.quality]
+    options = SamplingOptions(steps=steps, solver=solver, seed=0, device="cpu", slice_noise_correlation=args.rho)
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
     result = {"benchmark": "interactive", "device": "cpu", "cores": usable_cores(), "cpu": cpu,
-              "date": time.strftime("%Y-%m-%d"), "slice_noise_correlation": args.rho}
+              "date": time.strftime("%Y-%m-%d"), "slice_noise_correlation": args.rho or "the model's",
+              "quality": args.quality, "paste_informed": options.paste_informed, "repeats": args.repeats}
     for name, fn in (("regeneration", lambda b, o: regeneration(b, o, args.margin)), ("solvers", solvers),
-                     ("busy", busy_core)):
+                     ("busy", lambda b, o: busy_core(b, o, args.repeats))):
         if name not in args.skip:
             result[name] = fn(bundle, options)
     line = json.dumps(result)

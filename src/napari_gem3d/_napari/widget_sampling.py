@@ -717,7 +717,8 @@ class SamplingWidget(DockWidget):
         plan = plan_regeneration(prov["mask_slices_sha256"], to_model(edited, live.grid, "labels"), margin)
         if plan.full:
             start = int(prov.get("start_slice", live.grid.num_slices // 2))
-            windows = plan_for(bundle.config, live.grid.num_slices, start, True, live.options)
+            windows = plan_for(bundle.config, live.grid.num_slices, start, pastes_informed(live.options, True),
+                               live.options)
         else:
             overlap = bundle.config.overlap if live.options.overlap is None else live.options.overlap
             windows = plan_bridge(live.grid.num_slices, bundle.config.window, overlap, plan.lo, plan.hi)
@@ -756,8 +757,9 @@ class SamplingWidget(DockWidget):
         regen = generated.provenance.get("regenerated", {})
         lo, hi = regen.get("range", (0, 0))
         what = "a full run" if regen.get("full_run") else f"slices {lo}-{hi - 1}"
+        warning = f" Note: {regen['warning']}." if regen.get("warning") else ""
         self.status.setText(f"Regenerated {what} in {generated.provenance['timings_s']['total']:.1f} s; "
-                            "the other slices are unchanged.")
+                            f"the other slices are unchanged.{warning}")
 
     def _on_regen_cancelled(self, _messages: int) -> None:
         live = self.live

@@ -7,6 +7,7 @@ the regenerated range are copied from GEN byte for byte. See :mod:`napari_gem3d.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import add_output_options, domain_gate, load_model, run_provenance, run_with_progress
@@ -53,4 +54,6 @@ def run(args: argparse.Namespace) -> int:
     regen = provenance["regenerated"]
     what = "full run" if regen["full_run"] else f"slices {regen['range'][0]}-{regen['range'][1] - 1}"
     print(f"wrote {args.out} ({what} of {regen['num_slices']}, {provenance['timings_s']['total']:.1f} s)")
+    if regen.get("warning"):
+        print(f"warning: {regen['warning']}", file=sys.stderr)
     return 0
