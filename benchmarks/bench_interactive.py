@@ -201,8 +201,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     bundle = load_model(None)
     torch.set_num_threads(choose_threads().threads)
-    solver, steps = QUALITY_PRESETS[args.quality]
-    options = SamplingOptions(steps=steps, solver=solver, seed=0, device="cpu", slice_noise_correlation=args.rho)
+    solver, steps, eta = QUALITY_PRESETS[args.quality]
+    options = SamplingOptions(steps=steps, solver=solver, eta=eta, seed=0, device="cpu",
+                              slice_noise_correlation=args.rho)
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
     result = {"benchmark": "interactive", "device": "cpu", "cores": usable_cores(), "cpu": cpu,

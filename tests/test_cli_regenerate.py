@@ -44,7 +44,7 @@ def _regenerate(files, previous, out):
                  "--model", str(files / "model"), "--out", str(out), "--device", "cpu", "--force"])
 
 
-@pytest.mark.parametrize("quality, warned", [("standard", True), ("fast", False)])
+@pytest.mark.parametrize("quality, warned", [("official", True), ("standard", False), ("fast", False)])
 def test_regenerate_keeps_the_rest_byte_for_byte_and_warns_after_stochastic_ddim(files, capsys, quality, warned):
     gen, out = files / f"gen_{quality}.nii.gz", files / f"regen_{quality}.nii.gz"
     assert _sample(files, gen, "--quality", quality) == 0, capsys.readouterr().err

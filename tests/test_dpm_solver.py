@@ -312,16 +312,17 @@ def test_cli_solver_option():
 
     def chosen(*argv):
         options = sampling_options(p.parse_args(["--device", "cpu", *argv]))
-        return options.solver, options.steps
+        return options.solver, options.steps, options.eta
 
-    assert chosen() == ("dpmpp2m", 8)  # --quality fast, the default
-    assert chosen("--quality", "standard") == ("ddim", 25)
-    assert chosen("--quality", "official") == ("ddim", 50)
-    assert chosen("--official-compat") == ("ddim", 50)  # the official sampler unless asked otherwise
-    assert chosen("--official-compat", "--steps", "20") == ("ddim", 20)
-    assert chosen("--steps", "12") == ("dpmpp2m", 12)
-    assert chosen("--solver", "ddim") == ("ddim", 8)
-    assert chosen("--quality", "official", "--solver", "dpmpp2m", "--steps", "10") == ("dpmpp2m", 10)
+    assert chosen() == ("dpmpp2m", 8, 0.0)  # --quality fast, the default
+    assert chosen("--quality", "standard") == ("ddim", 25, 0.0)  # deterministic DDIM
+    assert chosen("--quality", "official") == ("ddim", 50, 1.0)  # the paper's
+    assert chosen("--quality", "standard", "--eta", "1") == ("ddim", 25, 1.0)
+    assert chosen("--official-compat") == ("ddim", 50, 1.0)  # the official sampler unless asked otherwise
+    assert chosen("--official-compat", "--steps", "20") == ("ddim", 20, 1.0)
+    assert chosen("--steps", "12") == ("dpmpp2m", 12, 0.0)
+    assert chosen("--solver", "ddim") == ("ddim", 8, 0.0)
+    assert chosen("--quality", "official", "--solver", "dpmpp2m", "--steps", "10") == ("dpmpp2m", 10, 1.0)
     for bad in (["--solver", "euler"], ["--quality", "best"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
             p.parse_args(bad)

@@ -118,6 +118,7 @@ def test_counterfactual_grid_pairs_titles_time_left_and_export(viewer_case, qtbo
     assert len(paths) == 7
     index = json.loads((tmp_path / "export" / "provenance.json").read_text())
     assert [r["provenance"]["study"]["kind"] for r in index["results"]] == ["counterfactual"] * 3
+    assert {r["provenance"]["solver"] for r in index["results"]} == {"dpmpp2m"}  # the Fast quality's solver
     back = read_volume(tmp_path / "export" / index["results"][1]["file"])
     assert np.allclose(back.affine, layer_affine(mask_layer))
 
@@ -171,3 +172,18 @@ def test_first_run_loads_the_model_in_the_background(viewer_case_without_model, 
     assert session.bundle is not None and not session.loading
     assert [r.name for r in widget.results] == ["image"]
     assert widget.run_button.enabled
+
+
+def test_quality_presets_are_the_sampling_docks(viewer_case, qtbot):
+    """The gallery starts at the Fast quality, as the sampling dock and the CLI; a preset sets solver, steps
+    and eta; an edit that matches no preset shows Custom."""
+    from napari_gem3d._napari.quality import CUSTOM, QUALITY
+
+    viewer, _, _ = viewer_case
+    widget = GalleryWidget(viewer)
+    assert widget.quality.value == "Fast (8 steps)"
+    assert (widget.solver.value, widget.steps.value, widget.eta.value) == ("dpmpp2m", 8, 0.0)
+    widget.quality.value = "Official (50 steps)"
+    assert (widget.solver.value, widget.steps.value, widget.eta.value) == QUALITY["Official (50 steps)"]
+    widget.eta.value = 0.3
+    assert widget.quality.value == CUSTOM and widget._options().eta == 0.3

@@ -161,19 +161,26 @@ def test_a_dock_removed_by_napari_cancels_its_run(viewer_case, qtbot):
 
 
 def test_quality_presets_set_the_solver_and_steps_and_hand_edits_show_custom(viewer_case, qtbot):
-    from napari_gem3d._napari.widget_sampling import CUSTOM, QUALITY
+    from napari_gem3d._napari.quality import CUSTOM, QUALITY
 
     viewer, _, _ = viewer_case
     widget = _dock(viewer, qtbot)
     assert widget.quality.value == "Fast (8 steps)" and (widget.solver.value, widget.steps.value) == ("dpmpp2m", 8)
     for name, preset in QUALITY.items():
         widget.quality.value = name
-        assert (widget.solver.value, widget.steps.value) == preset
+        assert (widget.solver.value, widget.steps.value, widget.eta.value) == preset
+    assert QUALITY["Standard (25 steps)"][2] == 0.0 and QUALITY["Official (50 steps)"][2] == 1.0
     widget.steps.value = 30
     assert widget.quality.value == CUSTOM and widget.solver.value == "ddim"
+    widget.steps.value = 50
+    assert widget.quality.value == "Official (50 steps)"
+    widget.eta.value = 0.0  # DDIM 50 without the official sampler's noise: not a preset
+    assert widget.quality.value == CUSTOM
     widget.steps.value = 25
     assert widget.quality.value == "Standard (25 steps)"
     widget.quality.value = "Fast (8 steps)"
+    widget.eta.value = 0.5  # ignored by DPM-Solver++: still the Fast preset
+    assert widget.quality.value == "Fast (8 steps)"
     widget.device.value = "cpu"
     job = widget.run()
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)

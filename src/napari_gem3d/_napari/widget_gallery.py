@@ -37,6 +37,7 @@ from ._qt_helpers import (
 )
 from .jobs import Handlers, Job, JobToken
 from .layers import layer_to_volume, volume_to_layer
+from .quality import SOLVERS, link_quality, quality_combo
 
 COUNTERFACTUAL = "Counterfactuals (one mask)"
 DEENHANCE = "De-enhance (many cases)"
@@ -132,15 +133,20 @@ class GalleryWidget(DockWidget):
             "or <name>_image / <name>_mask files",
         )
         self.folder_button.clicked.connect(self._choose_folder)
-        # technical settings (the Advanced section)
+        # technical settings (the Advanced section); the quality presets as in the sampling dock
+        self.quality = quality_combo()
+        self.solver = ComboBox(name="solver", label="Solver", choices=SOLVERS, value="ddim",
+                               tooltip="DDIM (eta > 0 adds noise at every step) or DPM-Solver++ 2M (deterministic, "
+                                       "eta ignored)")
         self.steps = SpinBox(
             name="steps", label="Steps", min=1, max=1000, value=50,
             tooltip="Denoising steps per window: more is slower and usually sharper",
         )
         self.eta = FloatSpinBox(
             name="eta", label="η (eta)", min=0.0, max=1.0, step=0.1, value=1.0,
-            tooltip="DDIM eta: 0 = deterministic sampling, 1 = fully stochastic (the default)",
+            tooltip="DDIM eta: 0 = deterministic sampling, 1 = fully stochastic (the official sampler)",
         )
+        link_quality(self.quality, self.solver, self.steps, self.eta)
         self.seed = SpinBox(
             name="seed", label="Seed", min=0, max=2**31 - 1, value=0,
             tooltip="Random seed: the same seed and inputs give the same result; synthetic looks use "
@@ -170,7 +176,8 @@ class GalleryWidget(DockWidget):
         )
         for listing in (self.informed_layers, self.cases):
             listing.max_height = 96  # about four rows, then it scrolls
-        self.advanced = Container(widgets=[self.steps, self.eta, self.seed, self.device, self.force])
+        self.advanced = Container(widgets=[self.quality, self.solver, self.steps, self.eta, self.seed, self.device,
+                                           self.force])
         for form in (self.form, self.advanced):
             narrow(form)
             self.track(form)
@@ -179,7 +186,8 @@ class GalleryWidget(DockWidget):
         self.folder_note = note("")
         self.body.addWidget(self.folder_note)
         self.body.addWidget(
-            section("Advanced", self.advanced, tooltip="Sampler settings: steps, eta, seed, device, domain check")
+            section("Advanced", self.advanced,
+                    tooltip="Sampler settings: quality (solver, steps, eta), seed, device, domain check")
         )
         self.run_button = PushButton(text="Run study", tooltip="Generate every variant (in the background)")
         self.cancel_button = PushButton(
@@ -270,6 +278,7 @@ class GalleryWidget(DockWidget):
         return SamplingOptions(
             steps=int(self.steps.value),
             eta=float(self.eta.value),
+            solver=self.solver.value,
             seed=int(self.seed.value),
             device=self.device.value,
             slice_noise_correlation=None,  # the model's slice-noise prior, as the sampling dock and the CLI
@@ -342,6 +351,7 @@ class GalleryWidget(DockWidget):
                             seed=seed,
                             steps=options.steps,
                             eta=options.eta,
+                            solver=options.solver,
                             device=options.device,
                             cancel=token,
                         ),

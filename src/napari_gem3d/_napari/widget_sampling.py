@@ -24,7 +24,6 @@ from superqt.utils import qthrottled
 
 from ..sampling.plan import rounds
 from ..sampling.request import (
-    QUALITY_PRESETS,
     UNTRAINED_PRIOR_CORRELATION,
     coarse_correlation_for,
     model_slice_noise_correlation,
@@ -33,6 +32,7 @@ from ..sampling.request import (
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
+from .quality import SOLVERS, link_quality, quality_combo
 from .result_display import done_display, fill_display, filling_display, result_name
 from .sampling_steps import Prepared, WindowBlock, plan_for, regeneration_steps, sampling_steps
 from .window_boxes import WindowBoxes
@@ -47,11 +47,6 @@ VIEWS = {
     "coronal": ((1, 0, 2), ("up", "right")),
     "sagittal": ((2, 0, 1), ("up", "right")),
 }
-#: the dock's names of the quality presets (sampling.request.QUALITY_PRESETS): name -> (solver, steps)
-QUALITY = {
-    f"{name.capitalize()} ({steps} steps)": (solver, steps) for name, (solver, steps) in QUALITY_PRESETS.items()
-}
-CUSTOM = "Custom (Advanced)"
 BOX_DELAY_MS = 30  # the first window boxes wait for the result layer's first draw
 VIEW_REFRESH_MS = 150  # at most ~7 redraws per second however fast windows arrive
 REGEN_DEBOUNCE_MS = 500  # the "auto" regeneration: wait this long after the last edit
@@ -108,12 +103,7 @@ class SamplingWidget(DockWidget):
             tooltip="the slice generation starts from (with the scan's appearance) and spreads up and down "
                     "from; counted along the model's slice axis, as the Informed slice dock counts",
         )
-        self.quality = ComboBox(
-            name="quality", label="Quality", choices=[*QUALITY, CUSTOM], value=next(iter(QUALITY)),
-            tooltip="Fast: DPM-Solver++, 8 denoising steps (about a third of Standard's time, as good on held-out "
-                    "brains); Standard: DDIM, 25 steps; Official: DDIM, 50 steps as the paper. Custom: the "
-                    "solver and steps set under Advanced",
-        )
+        self.quality = quality_combo()
         self.view = ComboBox(
             name="view", label="View", choices=list(VIEWS), value="axial",
             tooltip="the plane shown: in coronal or sagittal view each window fills as a band",
@@ -130,8 +120,7 @@ class SamplingWidget(DockWidget):
         self.steps = SpinBox(name="steps", label="Steps", min=1, max=1000, value=50,
                              tooltip="denoising steps per window: more is slower and, up to ~50, better")
         self.solver = ComboBox(
-            name="solver", label="Solver", choices=[("DDIM", "ddim"), ("DPM-Solver++ 2M", "dpmpp2m")],
-            value="ddim",
+            name="solver", label="Solver", choices=SOLVERS, value="ddim",
             tooltip="DDIM: the official sampler (eta > 0 adds noise at every step). DPM-Solver++ 2M: "
                     "deterministic (eta is ignored), about as good at 10-12 steps as DDIM at 25-50; "
                     "not with the official-compat mode",
@@ -232,10 +221,7 @@ class SamplingWidget(DockWidget):
         self.mask.changed.connect(self._mask_chosen)
         self.view.changed.connect(self._view_chosen)
         self.mode.changed.connect(self._mode_chosen)
-        self.quality.changed.connect(self._quality_chosen)
-        self.solver.changed.connect(self._sampler_set)
-        self.steps.changed.connect(self._sampler_set)
-        self._quality_chosen()
+        link_quality(self.quality, self.solver, self.steps, self.eta)
         self._show_model(self.session.bundle)
         self.reset_choices()
         if self.session.informed is not None:  # chosen before this dock opened: it is the user's choice
@@ -344,22 +330,6 @@ class SamplingWidget(DockWidget):
     def _mode_chosen(self, *_) -> None:
         gem3d = METHODS[self.mode.value] == "gem3d"
         self.informed.enabled = self.compat.enabled = self.coherence.enabled = self.paste.enabled = gem3d
-
-    def _quality_chosen(self, *_) -> None:
-        preset = QUALITY.get(self.quality.value)
-        if preset is not None:
-            self._setting_quality = True
-            try:
-                self.solver.value, self.steps.value = preset
-            finally:
-                self._setting_quality = False
-
-    def _sampler_set(self, *_) -> None:
-        """Solver or steps set by hand: the quality shows the preset they make, else Custom."""
-        if getattr(self, "_setting_quality", False):
-            return
-        chosen = (self.solver.value, int(self.steps.value))
-        self.quality.value = next((name for name, preset in QUALITY.items() if preset == chosen), CUSTOM)
 
     def _view_chosen(self, *_) -> None:
         order, orientation = VIEWS[self.view.value]

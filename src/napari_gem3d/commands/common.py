@@ -17,12 +17,13 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled demo model)")
     g.add_argument("--quality", default=None, choices=list(QUALITY_PRESETS),
                    help="the sampler: fast = DPM-Solver++(2M), 8 steps (the default: on held-out brains as good as "
-                        "standard in a third of the time, with lower window seams); standard = DDIM, 25 steps; "
-                        "official = DDIM, 50 steps, the paper's (the default with --official-compat). --solver and "
-                        "--steps override it")
+                        "standard in a third of the time, with lower window seams); standard = deterministic DDIM "
+                        "(eta 0), 25 steps; official = DDIM, 50 steps, eta 1, the paper's (the default with "
+                        "--official-compat). --solver, --steps and --eta override it")
     g.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the quality's)")
-    g.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default 1.0, as the official sampler; "
-                                                          "dpmpp2m is deterministic and ignores it)")
+    g.add_argument("--eta", type=float, default=None,
+                   help="DDIM eta: 0 deterministic, 1 the official sampler's noise (default: the quality's, 0 for "
+                        "standard, 1 for official; dpmpp2m is deterministic and ignores it)")
     g.add_argument("--solver", default=None, choices=["ddim", "dpmpp2m"],
                    help="ddim (the official sampler) or dpmpp2m (DPM-Solver++(2M)); default: the quality's")
     g.add_argument("--seed", type=int, default=0, help="noise seed, a whole number from 0 to 2**64-1 (default 0)")
@@ -106,16 +107,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def solver_and_steps(args: argparse.Namespace) -> tuple[str, int]:
-    """``--solver`` and ``--steps`` where given, else the ``--quality`` preset's: ``fast`` by default,
+def sampler_settings(args: argparse.Namespace) -> tuple[str, int, float]:
+    """``--solver``, ``--steps`` and ``--eta`` where given, else the ``--quality`` preset's: ``fast`` by default,
     ``official`` with ``--official-compat`` (the official sampler is DDIM)."""
     quality = getattr(args, "quality", None)
     if quality is None:
         quality = "official" if getattr(args, "official_compat", False) else DEFAULT_QUALITY
-    solver, steps = QUALITY_PRESETS[quality]
+    solver, steps, eta = QUALITY_PRESETS[quality]
     if getattr(args, "official_compat", False) and getattr(args, "solver", None) is None:
         solver = "ddim"
-    return getattr(args, "solver", None) or solver, getattr(args, "steps", None) or steps
+    given_eta = getattr(args, "eta", None)
+    return (getattr(args, "solver", None) or solver, getattr(args, "steps", None) or steps,
+            eta if given_eta is None else float(given_eta))
 
 
 def sampling_options(args: argparse.Namespace):
@@ -124,9 +127,9 @@ def sampling_options(args: argparse.Namespace):
     from ..sampling.device import effective_precision, resolve_device
 
     rho = slice_noise_correlation(getattr(args, "slice_noise_correlation", "auto"), args.mode, args.official_compat)
-    solver, steps = solver_and_steps(args)
+    solver, steps, eta = sampler_settings(args)
     options = SamplingOptions(
-        steps=steps, eta=args.eta, seed=args.seed, device=args.device, precision=args.precision,
+        steps=steps, eta=eta, seed=args.seed, device=args.device, precision=args.precision,
         mode=args.mode, inpaint_overlap=not args.no_inpaint, official_compat=args.official_compat,
         decode_chunk=args.decode_chunk, solver=solver,
         cpu_threads=getattr(args, "threads", "auto"),

@@ -57,7 +57,8 @@ def _informed_list(args: argparse.Namespace, bundle, volumes: list) -> list:
     for k in range(args.generate):
         seed = args.seed + k
         sl = generate_informed(
-            bundle, args.position, seed=seed, steps=args.informed_steps, eta=args.eta, device=args.device
+            bundle, args.position, seed=seed, steps=args.informed_steps, device=args.device,
+            **({} if args.eta is None else {"eta": args.eta}),  # the slice generator's own default unless given
         )
         informed.append((f"generated_seed{seed}", sl))
     return informed

@@ -34,8 +34,8 @@ COHERENT_MARGIN = 1  # with correlated slice noise: measured as close to the rea
 #: Said (provenance, CLI, dock) when the result was made with stochastic DDIM: measured in docs/benchmarks.md.
 STOCHASTIC_SEAMS = ("this result was made with stochastic DDIM (eta > 0): the refilled slices meet the kept ones "
                     "with visible seams (measured 1.6-2.4x the anatomy's own change there, at any margin and with "
-                    "a deterministic refill; 0.7-0.8x for results made with the Fast quality or eta 0). For smooth "
-                    "edits make the result with the Fast quality (or eta 0), or run a full generation")
+                    "a deterministic refill; 0.7-0.8x for results made with the Fast or Standard quality, eta 0). "
+                    "For smooth edits make the result with the Fast or Standard quality, or run a full generation")
 
 
 def seam_warning(options: SamplingOptions) -> str | None:
