@@ -222,7 +222,9 @@ def main(argv=None) -> int:
     gallery.mask.value, gallery.reference.value = mask_layer, image_layer
     gallery.informed_layers.value = [image_layer]
     gallery.generated.value = 1 if bundle.slice is not None else 0
-    gallery.steps.value, gallery.device.value = args.steps or 10, "cpu"
+    gallery.device.value = "cpu"  # the dock's default quality (Fast), as the sampling dock's
+    if args.steps:
+        gallery.steps.value = args.steps
     job = gallery.run()
     wait(app, lambda: job.finished)
     viewer.reset_view()
