@@ -18,6 +18,20 @@ def tiny_bundle(seed: int = 0, **kw):
     return bundle_from_config(small_config(SIZE, **kw), seed)
 
 
+def write_cli_case(root):
+    """A CLI test's files under ``root``: the tiny model (``model/``), ``image.nii.gz`` and ``mask.nii.gz``
+    (the synthetic case); returns (image, mask) Volumes. Callers pin torch to one thread meanwhile."""
+    from napari_gem3d.io import write_volume
+    from napari_gem3d.models import save_bundle
+    from study_helpers import synthetic_case
+
+    save_bundle(tiny_bundle(window=8), root / "model")
+    image, mask = synthetic_case()
+    write_volume(image, root / "image.nii.gz")
+    write_volume(mask, root / "mask.nii.gz")
+    return image, mask
+
+
 def bundle_from_config(config, seed: int = 0):
     """Fresh networks for ``config`` in eval mode, zero-initialised UNet layers given small random weights."""
     torch.manual_seed(seed)
@@ -72,7 +86,7 @@ def collect(bundle, req, **kw):
             return updates, stop.value
 
 
-__all__ = ["bundle_from_config", "collect", "phantom_mask", "request", "run_to_end", "tiny_bundle"]
+__all__ = ["bundle_from_config", "collect", "phantom_mask", "request", "run_to_end", "tiny_bundle", "write_cli_case"]
 
 
 class PointMassNet(torch.nn.Module):

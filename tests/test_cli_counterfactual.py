@@ -9,8 +9,7 @@ import pytest
 
 from napari_gem3d.cli import main
 from napari_gem3d.io import read_volume, write_volume
-from napari_gem3d.models import save_bundle
-from sampler_helpers import tiny_bundle
+from sampler_helpers import write_cli_case
 from study_helpers import AFFINE, synthetic_case
 
 
@@ -21,11 +20,8 @@ def files(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cf")
-    save_bundle(tiny_bundle(window=8), root / "model")
-    image, mask = synthetic_case()
+    write_cli_case(root)
     other, _ = synthetic_case(seed=2, scale=1.5)
-    write_volume(image, root / "image.nii.gz")
-    write_volume(mask, root / "mask.nii.gz")
     write_volume(other, root / "other.nrrd")
     yield root
     torch.set_num_threads(threads)

@@ -7,9 +7,7 @@ import pytest
 
 from napari_gem3d.cli import main
 from napari_gem3d.io import read_volume, write_volume
-from napari_gem3d.models import save_bundle
-from sampler_helpers import tiny_bundle
-from study_helpers import synthetic_case
+from sampler_helpers import write_cli_case
 
 S_AXIS = 1  # the synthetic case stores the model's slice axis (S) as its second axis
 
@@ -21,10 +19,7 @@ def files(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("regen")
-    save_bundle(tiny_bundle(window=8), root / "model")
-    image, mask = synthetic_case()
-    write_volume(image, root / "image.nii.gz")
-    write_volume(mask, root / "mask.nii.gz")
+    _, mask = write_cli_case(root)
     edited = np.array(mask.array)
     plane = edited[:, 12, :]
     plane[plane == 2] = 6  # the tumour core grows into grey matter on one slice
