@@ -39,10 +39,13 @@ def _regenerate(files, previous, out):
                  "--model", str(files / "model"), "--out", str(out), "--device", "cpu", "--force"])
 
 
-@pytest.mark.parametrize("quality, warned", [("official", True), ("standard", False), ("fast", False)])
-def test_regenerate_keeps_the_rest_byte_for_byte_and_warns_after_stochastic_ddim(files, capsys, quality, warned):
-    gen, out = files / f"gen_{quality}.nii.gz", files / f"regen_{quality}.nii.gz"
-    assert _sample(files, gen, "--quality", quality) == 0, capsys.readouterr().err
+@pytest.mark.parametrize("quality, rho, warned", [("official", "0", True), ("official", "auto", False),
+                                                  ("standard", "auto", False), ("fast", "auto", False)])
+def test_regenerate_keeps_the_rest_byte_for_byte_and_warns_after_stochastic_ddim(files, capsys, quality, rho,
+                                                                                 warned):
+    """Warned: stochastic DDIM with each window's own step noise (independent slice noise, rho 0)."""
+    gen, out = files / f"gen_{quality}_{rho}.nii.gz", files / f"regen_{quality}_{rho}.nii.gz"
+    assert _sample(files, gen, "--quality", quality, "--slice-noise-correlation", rho) == 0, capsys.readouterr().err
     capsys.readouterr()
     assert _regenerate(files, gen, out) == 0, capsys.readouterr().err
     err = capsys.readouterr().err

@@ -90,19 +90,25 @@ def test_only_the_changed_slices_and_the_margin_change(setup):
 
 
 def test_a_result_of_stochastic_ddim_is_regenerated_with_a_seam_warning(setup):
-    """Stochastic DDIM (eta > 0; the setup's result) leaves seams at the kept slices (docs/benchmarks.md): the
-    regeneration says so in its provenance (the CLI prints it, the dock shows it); deterministic results do not."""
+    """Stochastic DDIM whose step noise was each window's own stream (the setup's result: eta 1 with
+    independent slice noise; or any made before 2026-12-07) leaves seams at the kept slices (docs/benchmarks.md):
+    the regeneration says so in its provenance (the CLI prints it, the dock shows it). Deterministic results and
+    those whose step noise came from the per-slice fields do not get it."""
     from napari_gem3d.sampling.regenerate import STOCHASTIC_SEAMS, seam_warning
 
     bundle, image, mask, first = setup
     assert first.provenance["solver"] == "ddim" and first.provenance["eta"] > 0
+    assert first.provenance["step_noise"] == "windows"
     out = run_to_end(regenerate(bundle, first.volume, _edit(mask, [12]), image=image))
     assert out.provenance["regenerated"]["warning"] == STOCHASTIC_SEAMS
-    assert seam_warning(SamplingOptions(eta=0.0)) is None and seam_warning(SamplingOptions(solver="dpmpp2m")) is None
-    quiet = run_to_end(sample_volume(bundle, mask, image=image, options=SamplingOptions(steps=3, seed=4, device="cpu",
-                                                                                          solver="dpmpp2m")))
-    out = run_to_end(regenerate(bundle, quiet.volume, _edit(mask, [12]), image=image))
-    assert "warning" not in out.provenance["regenerated"]
+    assert seam_warning({"solver": "ddim", "eta": 1.0}) == STOCHASTIC_SEAMS  # made before step_noise existed
+    assert seam_warning({"solver": "ddim", "eta": 0.0}) is None and seam_warning({"solver": "dpmpp2m"}) is None
+    for options, kind in ((SamplingOptions(steps=3, seed=4, device="cpu", solver="dpmpp2m"), None),
+                          (SamplingOptions(steps=3, seed=4, device="cpu", slice_noise_correlation=0.9), "slices")):
+        made = run_to_end(sample_volume(bundle, mask, image=image, options=options))
+        assert made.provenance["step_noise"] == kind
+        out = run_to_end(regenerate(bundle, made.volume, _edit(mask, [12]), image=image))
+        assert "warning" not in out.provenance["regenerated"]
 
 
 def test_both_boundaries_are_known_frames_at_every_step(setup, monkeypatch):

@@ -190,3 +190,37 @@ def test_a_latent_grid_the_blocks_do_not_tile_gets_one_band():
     auto = SamplingOptions(slice_noise_correlation=None)
     assert resolve_options(auto, odd).slice_prior == SliceNoisePrior(0.9, 0.9)
     assert resolve_options(auto, even).slice_prior == SliceNoisePrior(0.9, 0.995)
+
+
+def test_step_noise_fields_give_a_slice_the_same_noise_in_every_window():
+    """Per-step DDIM noise from one field per step over the volume (StepNoiseFields): two windows that share
+    slices draw identical noise for them at every step; steps differ; the windows' own streams still advance,
+    so their other draws ("known") are those of FrameCorrelatedNoise."""
+    from napari_gem3d.sampling.denoise import SliceIndexedNoise, StepNoiseFields
+
+    prior = SliceNoisePrior(0.9, 0.995)
+    fields = StepNoiseFields(3, (30, 4, 4, 4), prior)
+    a = SliceIndexedNoise(SeededNoise(3, 0), prior, fields, start=5)
+    b = SliceIndexedNoise(SeededNoise(3, 1), prior, fields, start=12)
+    first_a, first_b = a.draw("ddim", (16, 4, 4, 4)), b.draw("ddim", (16, 4, 4, 4))
+    assert torch.equal(first_a[7:], first_b[:9])  # slices 12..20 in both windows
+    second_a = a.draw("ddim", (16, 4, 4, 4))
+    assert not torch.allclose(second_a, first_a) and torch.equal(second_a, fields.step(1)[5:21])
+    own = FrameCorrelatedNoise(SeededNoise(3, 0), prior)
+    own.draw("ddim", (16, 4, 4, 4)), own.draw("ddim", (16, 4, 4, 4))
+    assert torch.equal(a.draw("known", (1, 4, 4, 4)), own.draw("known", (1, 4, 4, 4)))
+    # the field's neighbouring slices are correlated as the prior says (fine band ~0.9 plus the coarse band)
+    f = torch.stack([StepNoiseFields(s, (200, 4, 4, 4), prior).step(0) for s in range(20)])
+    corr = float((f[:, 1:] * f[:, :-1]).mean() / (f * f).mean())
+    assert 0.85 < corr < 0.97, corr
+
+
+def test_stochastic_ddim_with_slice_noise_uses_the_step_fields_and_deterministic_solvers_do_not():
+    from napari_gem3d.sampling.propagate import step_noise_kind
+
+    def kind(**kw):
+        return step_noise_kind(SamplingOptions(**kw))
+
+    assert kind(eta=1.0, slice_noise_correlation=0.9) == "slices"
+    assert kind(eta=1.0, slice_noise_correlation=0.0) == "windows"
+    assert kind(eta=0.0, slice_noise_correlation=0.9) is None and kind(solver="dpmpp2m") is None

@@ -22,7 +22,15 @@ from .. import __version__
 from ..masks import mask_hash, mask_slice_hashes
 from ..models.bundle import ModelBundle
 from .cancel import CancelToken
-from .denoise import FrameCorrelatedNoise, Known, SeededNoise, denoise, sampling_plan
+from .denoise import (
+    FrameCorrelatedNoise,
+    Known,
+    SeededNoise,
+    SliceIndexedNoise,
+    StepNoiseFields,
+    denoise,
+    sampling_plan,
+)
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
 from .request import SamplingRequest, SamplingResult, WindowUpdate, pastes_informed, resolve_options
@@ -126,12 +134,17 @@ def generate(
             emitted = np.zeros(num_slices, bool)
             prior = opts.slice_prior
             field = slice_noise_field(opts.seed, (num_slices, lat_c, lat_h, lat_w), prior) if prior else None
+            stochastic = field is not None and adds_step_noise(opts)
+            step_fields = StepNoiseFields(opts.seed, tuple(field.shape), prior) if stochastic else None
             timings["encode"] = time.perf_counter() - t0
             done = 0
             for group in _groups(windows, independent, opts.max_batch_windows):
                 tg = time.perf_counter()
                 noises = [SeededNoise(opts.seed, w.index) for w in group]
-                if field is not None:  # the noise added at every step is correlated along the frames too
+                if step_fields is not None:  # each slice's step noise, whichever window generates it
+                    noises = [SliceIndexedNoise(n, prior, step_fields, w.start)
+                              for n, w in zip(noises, group, strict=True)]
+                elif field is not None:  # the noise added at every step is correlated along the frames too
                     noises = [FrameCorrelatedNoise(n, prior) for n in noises]
                 frames = group[0].length
                 x = torch.stack([n.draw("x_T", (frames, lat_c, lat_h, lat_w)) for n in noises]).to(device)
@@ -192,6 +205,20 @@ def generate(
         if cpu_threads is not None:
             torch.set_num_threads(threads_before)
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
+
+
+def adds_step_noise(options) -> bool:
+    """Whether the sampler adds fresh noise at every step (stochastic DDIM)."""
+    return options.solver == "ddim" and options.eta > 0
+
+
+def step_noise_kind(options) -> str | None:
+    """How a generation with resolved ``options`` draws its per-step noise: "slices" (one correlated field per
+    step over the volume, :class:`~.denoise.StepNoiseFields`), "windows" (each window's own stream), or None
+    (a deterministic solver adds none)."""
+    if not adds_step_noise(options):
+        return None
+    return "slices" if options.slice_prior is not None and options.mode == "gem3d" else "windows"
 
 
 def slice_noise_field(seed: int, shape: tuple[int, ...], prior: SliceNoisePrior) -> torch.Tensor:
@@ -269,6 +296,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "mode": opts.mode,
         "official_compat": opts.official_compat,
         "inpaint_overlap": opts.inpaint_overlap,
+        "step_noise": step_noise_kind(opts),
         "paste_informed": opts.paste_informed,
         "solver": opts.solver,
         "slice_noise_correlation": opts.slice_noise_correlation,

@@ -31,16 +31,21 @@ from .request import InformedSlice, SamplingOptions, SamplingRequest, WindowUpda
 FULL_RUN_FRACTION = 0.6
 DEFAULT_MARGIN = 2  # slices each side with independent slice noise (rho = 0)
 COHERENT_MARGIN = 1  # with correlated slice noise: measured as close to the real volume at both seams as 2
-#: Said (provenance, CLI, dock) when the result was made with stochastic DDIM: measured in docs/benchmarks.md.
-STOCHASTIC_SEAMS = ("this result was made with stochastic DDIM (eta > 0): the refilled slices meet the kept ones "
-                    "with visible seams (measured 1.6-2.4x the anatomy's own change there, at any margin and with "
-                    "a deterministic refill; 0.7-0.8x for results made with the Fast or Standard quality, eta 0). "
-                    "For smooth edits make the result with the Fast or Standard quality, or run a full generation")
+#: Said (provenance, CLI, dock) when the result's step noise came from each window's own stream: measured in
+#: docs/benchmarks.md and docs/evidence.md.
+STOCHASTIC_SEAMS = ("this result was made with stochastic DDIM (eta > 0) drawing each window's own step noise (made "
+                    "before 2026-12-07, or with independent slice noise): the refilled slices meet the kept ones "
+                    "with visible seams (measured 1.6-2.4x the anatomy's own change there, at any margin; 0.5-0.8x "
+                    "for results made since, or with eta 0 or the Fast quality). For smooth edits generate the "
+                    "result again with this version, then edit")
 
 
-def seam_warning(options: SamplingOptions) -> str | None:
-    """What a local regeneration of a result made with ``options`` should say about its seams, or None."""
-    return STOCHASTIC_SEAMS if options.solver == "ddim" and options.eta > 0 else None
+def seam_warning(provenance: dict[str, Any]) -> str | None:
+    """What a local regeneration of the result with ``provenance`` should say about its seams, or None: a
+    warning when it was made with stochastic DDIM whose step noise was each window's own (no ``step_noise``
+    "slices": see :class:`~napari_gem3d.sampling.denoise.StepNoiseFields`)."""
+    stochastic = provenance.get("solver", "ddim") == "ddim" and float(provenance.get("eta") or 0.0) > 0
+    return STOCHASTIC_SEAMS if stochastic and provenance.get("step_noise") != "slices" else None
 
 
 def margin_for(options: SamplingOptions, margin: int | None = None) -> int:
@@ -176,8 +181,8 @@ def regenerate(
     provenance["num_windows"] = prov.get("num_windows")
     provenance["regenerated"] = {**plan.to_dict(), "margin": margin, "windows": len(windows),
                                  "from_model_hash": prov["model"]["hash"]}
-    if seam_warning(options):
-        provenance["regenerated"]["warning"] = seam_warning(options)
+    if seam_warning(prov):
+        provenance["regenerated"]["warning"] = seam_warning(prov)
     volume = Volume(out, previous.affine, {"provenance": provenance})
     return GeneratedVolume(volume=volume, result=result, grid=grid, provenance=provenance)
 
