@@ -180,9 +180,9 @@ class SamplingResult:
 #: quality presets, shared by the CLI (--quality) and the sampling dock: name -> (solver, steps, eta). DPM-Solver++
 #: at 8 steps scored as DDIM-25 on held-out Colin27 in a third of the time, with lower window seams
 #: (benchmarks/bench_interactive.py, training/studies/REPORT.md); "official" is the paper's sampler (DDIM eta 1).
-#: "standard" is deterministic DDIM (eta 0): against eta 1 it scored MS-SSIM 0.546 vs 0.525 with window seams
-#: 1.5x vs 3.2x on held-out Colin27, and kept the demo tumour's contrast (docs/evidence.md); eta does not apply
-#: to DPM-Solver++.
+#: "standard" is deterministic DDIM (eta 0): on held-out Colin27 it scored MS-SSIM 0.546 against eta 1's 0.521,
+#: with window seams 1.5x against 1.6x (3.2x before each slice's step noise was one field: docs/evidence.md);
+#: eta does not apply to DPM-Solver++.
 QUALITY_PRESETS: dict[str, tuple[str, int, float]] = {
     "fast": ("dpmpp2m", 8, 0.0),
     "standard": ("ddim", 25, 0.0),
