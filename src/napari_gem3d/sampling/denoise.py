@@ -85,7 +85,7 @@ class StepNoiseFields:
 
     With a window's own stream instead, the two sides of a window boundary (and a regenerated range and the
     slices it meets) grew different stochastic texture: seams 3.2x the other slice steps with DDIM eta 1 on
-    held-out Colin27, 1.75x with these fields (docs/evidence.md). Step ``i``'s field is drawn once, from its own
+    held-out Colin27, 1.6x with these fields (docs/evidence.md). Step ``i``'s field is drawn once, from its own
     seeded stream, and kept for the generation: ``steps x slices x latent`` floats (8 MB at the demo size with 25
     steps, 0.5 GB at the official size with 50).
     """
