@@ -37,7 +37,7 @@ from ._qt_helpers import (
 )
 from .jobs import Handlers, Job, JobToken
 from .layers import layer_to_volume, volume_to_layer
-from .quality import SOLVERS, link_quality, quality_combo
+from .quality import link_quality, quality_combo, solver_combo
 
 COUNTERFACTUAL = "Counterfactuals (one mask)"
 DEENHANCE = "De-enhance (many cases)"
@@ -135,9 +135,7 @@ class GalleryWidget(DockWidget):
         self.folder_button.clicked.connect(self._choose_folder)
         # technical settings (the Advanced section); the quality presets as in the sampling dock
         self.quality = quality_combo()
-        self.solver = ComboBox(name="solver", label="Solver", choices=SOLVERS, value="ddim",
-                               tooltip="DDIM (eta > 0 adds noise at every step) or DPM-Solver++ 2M (deterministic, "
-                                       "eta ignored)")
+        self.solver = solver_combo()
         self.steps = SpinBox(
             name="steps", label="Steps", min=1, max=1000, value=50,
             tooltip="Denoising steps per window: more is slower and usually sharper",

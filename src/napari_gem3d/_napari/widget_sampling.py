@@ -32,7 +32,7 @@ from ..sampling.request import (
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
-from .quality import SOLVERS, link_quality, quality_combo
+from .quality import link_quality, quality_combo, solver_combo
 from .result_display import done_display, fill_display, filling_display, result_name
 from .sampling_steps import Prepared, WindowBlock, plan_for, regeneration_steps, sampling_steps
 from .window_boxes import WindowBoxes
@@ -119,12 +119,7 @@ class SamplingWidget(DockWidget):
         )
         self.steps = SpinBox(name="steps", label="Steps", min=1, max=1000, value=50,
                              tooltip="denoising steps per window: more is slower and, up to ~50, better")
-        self.solver = ComboBox(
-            name="solver", label="Solver", choices=SOLVERS, value="ddim",
-            tooltip="DDIM: the official sampler (eta > 0 adds noise at every step). DPM-Solver++ 2M: "
-                    "deterministic (eta is ignored), about as good at 10-12 steps as DDIM at 25-50; "
-                    "not with the official-compat mode",
-        )
+        self.solver = solver_combo()
         self.eta = FloatSpinBox(name="eta", label="Noise (eta)", min=0.0, max=1.0, step=0.1, value=1.0,
                                 tooltip="DDIM's eta: 0 deterministic, 1 the official stochastic sampler")
         self.coherence = FloatSpinBox(

@@ -134,8 +134,8 @@ def generate(
             emitted = np.zeros(num_slices, bool)
             prior = opts.slice_prior
             field = slice_noise_field(opts.seed, (num_slices, lat_c, lat_h, lat_w), prior) if prior else None
-            stochastic = field is not None and adds_step_noise(opts)
-            step_fields = StepNoiseFields(opts.seed, tuple(field.shape), prior) if stochastic else None
+            slices = step_noise_kind(opts) == "slices"  # implies the prior, so the field exists
+            step_fields = StepNoiseFields(opts.seed, tuple(field.shape), prior) if slices else None
             timings["encode"] = time.perf_counter() - t0
             done = 0
             for group in _groups(windows, independent, opts.max_batch_windows):

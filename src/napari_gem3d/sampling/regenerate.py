@@ -181,8 +181,9 @@ def regenerate(
     provenance["num_windows"] = prov.get("num_windows")
     provenance["regenerated"] = {**plan.to_dict(), "margin": margin, "windows": len(windows),
                                  "from_model_hash": prov["model"]["hash"]}
-    if seam_warning(prov):
-        provenance["regenerated"]["warning"] = seam_warning(prov)
+    warning = seam_warning(prov)
+    if warning:
+        provenance["regenerated"]["warning"] = warning
     volume = Volume(out, previous.affine, {"provenance": provenance})
     return GeneratedVolume(volume=volume, result=result, grid=grid, provenance=provenance)
 
