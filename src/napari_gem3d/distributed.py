@@ -43,9 +43,18 @@ def rank_device(requested: str, local_rank: int) -> str:
 
 
 def share_cpu_threads(device: str) -> None:
-    """Split the CPU cores between the processes torchrun started on this machine."""
+    """Split the CPU cores between the processes torchrun started on this machine.
+
+    The share also becomes the generations' thread count (``GEM3D_THREADS``, one worker), unless the user set
+    it: each rank measuring idle cores would see the others busy, or all cores idle when they start together."""
     import torch
+
+    from .sampling.threads import ENV, WORKERS_ENV
 
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
     if device.startswith("cpu") and local_world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        share = max(1, (os.cpu_count() or 1) // local_world)
+        torch.set_num_threads(share)
+        if not os.environ.get(ENV):
+            os.environ[ENV] = str(share)
+            os.environ.setdefault(WORKERS_ENV, "1")

@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
         how = "the noise prior its GEM-3D network was trained with" if trained else (
             "trained with independent noise; correlated sampling noise as a stop-gap")
         print(f"slice-noise correlation by default: {model_slice_noise_correlation(cfg):g} ({how})")
-    from ..sampling.threads import ENV, choose_threads
+    from ..sampling.threads import ENV, WORKERS_ENV, choose_threads
 
     choice = choose_threads()
     measured = (f"{choice.idle_cores:g} of {choice.cores} cores idle now" if choice.idle_cores is not None
                 else choice.how)
-    print(f"CPU threads a generation would use now: {choice.threads} ({measured}; {ENV}=N overrides)")
+    workers = (f", as {choice.workers} workers side by side (no core is idle)" if choice.workers > 1 else "")
+    print(f"CPU threads a generation would use now: {choice.threads}{workers} ({measured}; "
+          f"{ENV}=N and {WORKERS_ENV}=N override)")
     return 0

@@ -35,6 +35,7 @@ from .device import autocast, effective_precision, release_memory, resolve_devic
 from .plan import Window, plan_windows, rounds
 from .request import SamplingRequest, SamplingResult, WindowUpdate, pastes_informed, resolve_options
 from .slice_prior import SliceNoisePrior
+from .threads import Workers
 
 COND_STREAM = 1 << 30  # noise stream of the posterior samples drawn in official_compat mode
 FIELD_STREAM = (1 << 30) + 1  # noise stream of the volume-wide correlated starting noise
@@ -115,9 +116,11 @@ def generate(
     if cancel is not None:
         cancel.progress = (0, total)
     buffer = decoded = None
-    threads_before, cpu_threads = torch.get_num_threads(), None
+    threads_before, cpu_threads, workers = torch.get_num_threads(), None, Workers()
     try:
         cpu_threads = _set_cpu_threads(opts.cpu_threads) if device.type == "cpu" else None
+        if cpu_threads is not None:  # independent jobs side by side when no core is idle (threads.py)
+            workers = Workers(cpu_threads.get("workers", 1), cpu_threads["threads"])
         with torch.no_grad():
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
             with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
@@ -156,8 +159,11 @@ def generate(
                     recorder.on_round(group, cond, known, ddim)
 
                 def model_fn(xt, t, cond=cond):
-                    with autocast(device, precision):
-                        return unet(torch.cat([xt, cond.to(xt.dtype)], dim=2), t).float()
+                    def windows_part(part: slice) -> torch.Tensor:  # a worker's windows (grad mode is per thread)
+                        with torch.no_grad(), autocast(device, precision):
+                            return unet(torch.cat([xt[part], cond[part].to(xt.dtype)], dim=2), t[part]).float()
+
+                    return torch.cat(workers.map(windows_part, workers.parts(xt.shape[0])))
 
                 if any(w.write for w in group):
                     x0 = denoise(
@@ -175,7 +181,7 @@ def generate(
                 for w in group:
                     td = time.perf_counter()
                     z0, z1 = w.emit_range
-                    slices = _decode(codec, buffer[z0:z1], chunk, device, precision)
+                    slices = _decode(codec, buffer[z0:z1], chunk, device, precision, workers)
                     decoded[z0:z1] = slices
                     emitted[z0:z1] = True
                     timings["decode"] += time.perf_counter() - td
@@ -189,7 +195,7 @@ def generate(
             holes = np.flatnonzero(~emitted) if preset is None else ()  # official_compat plans leave holes (B4)
             if len(holes):
                 idx = torch.from_numpy(holes).to(device)
-                decoded[holes] = _decode(codec, buffer[idx], chunk, device, precision)
+                decoded[holes] = _decode(codec, buffer[idx], chunk, device, precision, workers)
             timings["total"] = time.perf_counter() - t0
             latents = buffer.float().cpu().numpy()
         return SamplingResult(
@@ -202,6 +208,7 @@ def generate(
         )
     finally:
         del buffer
+        workers.close()
         if cpu_threads is not None:
             torch.set_num_threads(threads_before)
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
@@ -242,15 +249,20 @@ def _set_cpu_threads(wanted: int | str | None) -> dict | None:
 
         choice = choose_threads().to_dict()
     else:
-        choice = {"threads": int(wanted), "how": "options"}
+        choice = {"threads": int(wanted), "how": "options", "workers": 1}
     torch.set_num_threads(choice["threads"])
     return choice
 
 
-def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str) -> np.ndarray:
-    """Latents -> float32 slices on the host, the VAE decoder in the requested precision."""
-    with autocast(device, precision):
-        return codec.decode(latents, chunk=chunk)[:, 0].float().cpu().numpy()
+def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str, workers: Workers) -> np.ndarray:
+    """Latents -> float32 slices on the host, the VAE decoder in the requested precision; the slices cut
+    between the workers (each slice is decoded on its own, so the cut changes nothing)."""
+
+    def slices_part(part: slice) -> np.ndarray:
+        with torch.no_grad(), autocast(device, precision):
+            return codec.decode(latents[part], chunk=chunk)[:, 0].float().cpu().numpy()
+
+    return np.concatenate(workers.map(slices_part, workers.parts(latents.shape[0])))
 
 
 def _informed_latent(codec, informed, frames: int, generator, device, chunk: int) -> torch.Tensor | None:
