@@ -292,9 +292,12 @@ def test_seam_ratio_and_window_seams():
     assert seam_ratio(profile, [8, 23, 39, 54]) == pytest.approx(3.0)
     assert seam_ratio(profile, [10, 30]) < 1.2
     assert np.isnan(seam_ratio(profile, []))
-    # window 16, overlap 1, start 30, 60 slices: first 23..38, up 39..53 then 54..59, down 8..22, 0..7
+    # window 16, overlap 1, start 30, 60 slices, a result made before the plan recorded its first window (centred
+    # then): first 23..38, up 39..53 then 54..59, down 8..22, 0..7
     prov = {"window": 16, "overlap": 1, "start_slice": 30, "mode": "gem3d"}
     assert window_seams(60, prov) == [8, 23, 39, 54]
+    # the same made now: the first window at 15..30 (the fewest windows), up 31..45, 46..59, down 0..14
+    assert window_seams(60, {**prov, "first_window_start": 15}) == [15, 31, 46]
     assert window_seams(60, {}) == []
 
 

@@ -60,6 +60,23 @@ def test_one_round_per_direction_step_and_start_centred():
     assert len(rounds(plan)) == 1 + math.ceil((155 - 16) / 2 / 15)
 
 
+@pytest.mark.parametrize("n,w,h", CASES)
+def test_the_fewest_windows_a_first_window_on_the_start_allows(n, w, h):
+    """Whatever the start, the plan takes 1 + ceil((n - w) / (w - h)) windows: no more than a plan whose
+    first window is placed freely (a first window centred on the start can cost one more)."""
+    fewest = 1 if n <= w else 1 + math.ceil((n - w) / (w - h))
+    for s in range(n):
+        plan = plan_windows(n, w, h, s)
+        assert len(plan) == fewest and plan[0].start <= s < plan[0].stop, (n, w, h, s)
+
+
+def test_the_demo_volume_needs_no_window_for_a_single_slice():
+    """76 slices (the demo case), window 16, overlap 1, start 38: centred on 38 the first window (31-46) left
+    slice 0 to a sixth window of its own, in a fourth round; starting at 30 it takes 5 windows in 3 rounds."""
+    plan = plan_windows(76, 16, 1, 38)
+    assert (plan[0].start, len(plan), len(rounds(plan))) == (30, 5, 3)
+
+
 def test_start_known_pastes_the_true_slice():
     plan = plan_windows(64, 16, 1, 20, start_known=True)
     first = plan[0]

@@ -231,3 +231,15 @@ def test_paste_informed_option_defaults_refusals_and_cli():
     assert sampling_options(p.parse_args(["--device", "cpu", "--paste-informed"])).paste_informed is True
     with pytest.raises(ValueError, match="never pastes"):
         sampling_options(p.parse_args(["--device", "cpu", "--paste-informed", "--official-compat"]))
+
+
+@pytest.mark.parametrize("n, start", [(30, 15), (23, 4), (40, 33)])
+def test_the_provenance_rebuilds_the_plan_that_ran(bundle, n, start):
+    """``first_window_start`` in the provenance lets the seam metrics find the windows this run used."""
+    from napari_gem3d.metrics.consistency import window_seams
+
+    _, result = collect(bundle, request(phantom_mask(n), start=start, steps=1))
+    prov = result.provenance
+    assert prov["first_window_start"] == result.windows[0].start
+    edges = sorted({z for w in result.windows for z in w.emit_range if 0 < z < n})
+    assert window_seams(n, prov) == edges

@@ -22,9 +22,9 @@ def random_bundle(seed: int = 0, size: int = 8, window: int = 4):
     return bundle.to("cpu")
 
 
-def multiwindow_condition(size: int = 8, slices: int = 7, seed: int = 0) -> Condition:
-    """7 slices, window 4: three windows in two rounds, known frames from the true informed slice
-    (first window) and from the overlap (later windows)."""
+def multiwindow_condition(size: int = 8, slices: int = 9, seed: int = 0) -> Condition:
+    """9 slices, window 4: three windows in two rounds (one up, one down), known frames from the true
+    informed slice (first window) and from the overlap (later windows)."""
     rng = np.random.default_rng(seed)
     mask = np.full((slices, size, size), 2, np.int64)
     mask[:, 2:6, 2:6] = 5

@@ -72,7 +72,7 @@ def seam_ratio(profile: np.ndarray, boundaries: Sequence[int]) -> float:
 
 def window_seams(num_slices: int, provenance: Mapping[str, Any]) -> list[int]:
     """Boundaries of the sampler's window plan, rebuilt from a generated volume's provenance."""
-    from ..sampling.plan import plan_windows
+    from ..sampling.plan import centred_first_start, plan_windows
 
     try:
         window, overlap, start = (
@@ -84,7 +84,11 @@ def window_seams(num_slices: int, provenance: Mapping[str, Any]) -> list[int]:
         return []
     official = bool(provenance.get("official_compat", False))
     mode = provenance.get("mode", "gem3d")
-    windows = plan_windows(num_slices, window, overlap, start, start_known=mode == "gem3d", official=official)
+    first = provenance.get("first_window_start")
+    if first is None and not official and 0 <= start < num_slices:  # made before the plan recorded it: centred
+        first = centred_first_start(num_slices, window, start)
+    windows = plan_windows(num_slices, window, overlap, start, start_known=mode == "gem3d", official=official,
+                           first_start=None if official else first)
     edges = set()
     for w in windows:
         z0, z1 = w.emit_range

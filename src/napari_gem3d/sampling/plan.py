@@ -1,7 +1,10 @@
 """Window plans: which slices each window generates, which frames it already knows, and when.
 
 Default plan (corrected GEM-3D)
-    A first window contains the start slice ``s`` (centred on it where the volume allows).
+    A first window contains the start slice ``s``: of the places that do, the one needing the fewest
+    windows, then the fewest rounds, then the one nearest to centring it on ``s``. (Centring alone can cost
+    a whole window for one slice: 76 slices, window 16, overlap 1 take 5 windows when the first one starts
+    at slice 30, but 6 when it starts at 31, centred on slice 38.)
     Then windows propagate up (toward z = N-1) and down (toward 0), each overlapping the slices
     generated before it by ``overlap`` frames. The last window of a direction slides back to stay
     inside the volume, and *every* frame that overlaps already-generated slices is marked known,
@@ -75,18 +78,26 @@ def plan_windows(
     *,
     start_known: bool = False,
     official: bool = False,
+    first_start: int | None = None,
 ) -> list[Window]:
     """Ordered windows generating a volume of ``num_slices`` slices from start slice ``start``.
 
     ``start_known``: the informed slice *is* slice ``start`` of this volume; its latent is pasted
     as a known frame of the first window and that slice is not generated.
+    ``first_start``: where the first window starts, instead of the fewest-windows choice (rebuilding the plan
+    of an earlier result: :func:`centred_first_start` for results made before 2026-12-07's change).
     """
     _validate(num_slices, window, overlap, start)
     if official:
         if overlap != 1:
             raise ValueError("the official plan is defined for overlap 1 only")
         return _official_plan(num_slices, window, start)
-    return _plan(num_slices, window, overlap, start, start_known)
+    if first_start is not None:
+        w = min(window, num_slices)
+        if not max(0, start - w + 1) <= first_start <= min(start, num_slices - w):
+            raise ValueError(f"a first window starting at {first_start} does not hold start slice {start} inside "
+                             f"the volume [0, {num_slices}) with window {w}")
+    return _plan(num_slices, window, overlap, start, start_known, first_start)
 
 
 def _make(index, start, stop, direction, known, rnd, informed, provided=()) -> Window:
@@ -105,13 +116,27 @@ def _make(index, start, stop, direction, known, rnd, informed, provided=()) -> W
     )
 
 
-def _plan(n: int, w: int, h: int, s: int, start_known: bool) -> list[Window]:
-    w = min(w, n)
-    first_start = min(max(s - (w - 1) // 2, 0), n - w)
-    first_known = (s - first_start,) if start_known else ()
-    windows = [_make(0, first_start, first_start + w, "first", first_known, 0, None, first_known)]
+def centred_first_start(num_slices: int, window: int, start: int) -> int:
+    """The first window centred on ``start`` where the volume allows (the plan's rule before 2026-12-07)."""
+    w = min(window, num_slices)
+    return min(max(start - (w - 1) // 2, 0), num_slices - w)
+
+
+def _first_start(n: int, w: int, h: int, s: int) -> int:
+    """Where the first window starts (module docstring): fewest windows, then rounds, then nearest centred."""
+    centred = centred_first_start(n, w, s)
+
+    def cost(lo: int) -> tuple[int, int, int]:
+        up, down = _propagation(n, w, h, lo)
+        return len(up) + len(down), max(len(up), len(down)), abs(lo - centred)
+
+    return min(range(max(0, s - w + 1), min(s, n - w) + 1), key=cost)
+
+
+def _propagation(n: int, w: int, h: int, lo: int) -> tuple[list, list]:
+    """(start, known frames, informed slice) of the up and of the down windows after a first window at ``lo``."""
     up, down = [], []
-    lo, hi = first_start, first_start + w  # generated region [lo, hi)
+    hi = lo + w  # generated region [lo, hi)
     # up
     prev_stop = hi
     while prev_stop < n:
@@ -126,6 +151,15 @@ def _plan(n: int, w: int, h: int, s: int, start_known: bool) -> list[Window]:
         known = [f for f in range(w) if start + f >= prev_start]
         down.append((start, known, prev_start))
         prev_start = start
+    return up, down
+
+
+def _plan(n: int, w: int, h: int, s: int, start_known: bool, first_start: int | None) -> list[Window]:
+    w = min(w, n)
+    first_start = _first_start(n, w, h, s) if first_start is None else first_start
+    first_known = (s - first_start,) if start_known else ()
+    windows = [_make(0, first_start, first_start + w, "first", first_known, 0, None, first_known)]
+    up, down = _propagation(n, w, h, first_start)
     index = 1
     for rnd in range(1, max(len(up), len(down)) + 1):
         for direction, seq in (("up", up), ("down", down)):

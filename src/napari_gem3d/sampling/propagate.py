@@ -320,6 +320,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "window": bundle.config.window,
         "overlap": overlap,
         "num_windows": len(windows),
+        "first_window_start": windows[0].start if windows and windows[0].direction == "first" else None,
         "informed": dict(request.informed.source) if request.informed is not None and opts.mode == "gem3d" else None,
         "mask_sha256": mask_hash(mask),
         "mask_slices_sha256": mask_slice_hashes(mask),  # which slices a later edit touches (regenerate.py)
