@@ -256,7 +256,7 @@ def _set_cpu_threads(wanted: int | str | None) -> dict | None:
 
 def _decode(codec, latents: torch.Tensor, chunk: int, device, precision: str, workers: Workers) -> np.ndarray:
     """Latents -> float32 slices on the host, the VAE decoder in the requested precision; the slices cut
-    between the workers (each slice is decoded on its own, so the cut changes nothing)."""
+    between the workers (each slice is decoded on its own: the cut changes only the batch size, threads.py)."""
 
     def slices_part(part: slice) -> np.ndarray:
         with torch.no_grad(), autocast(device, precision):
