@@ -16,7 +16,7 @@ DPM-Solver++ 8 steps), the model's slice-noise prior, the scan's slice as condit
    stripe index.
 3. **Busy cores.** One, then three processes spinning (started here, stopped by their process ids): the demo
    generation with the thread policy (``sampling.threads``: threads for the idle cores, one worker per core
-   when none is idle), with one thread and with every core, against the quiet time
+   when at most one is idle), with one thread and with every core, against the quiet time
    (one busy process) and against a fair share of the cores (three: 4 processes on the cores, so one
    thread's quiet time x 4 / cores).
 

@@ -13,7 +13,7 @@ import torch
 from napari_gem3d.sampling import SamplingOptions
 from napari_gem3d.sampling import threads as th
 from napari_gem3d.sampling.pipeline import run_to_end
-from sampler_helpers import phantom_mask, request, tiny_bundle
+from sampler_helpers import collect, phantom_mask, request, tiny_bundle
 
 
 def fake_stat(monkeypatch, idle_share: float):
@@ -22,10 +22,11 @@ def fake_stat(monkeypatch, idle_share: float):
     monkeypatch.setattr(th.time, "sleep", lambda s: None)
 
 
-@pytest.mark.parametrize("idle_share, threads, workers", [(1.0, 4, 1), (0.5, 2, 1), (0.3, 1, 1), (0.1, 1, 4),
+@pytest.mark.parametrize("idle_share, threads, workers", [(1.0, 4, 1), (0.5, 2, 1), (0.3, 1, 4), (0.1, 1, 4),
                                                             (0.0, 1, 4)])
 def test_threads_follow_the_idle_cores(monkeypatch, idle_share, threads, workers):
-    """Idle cores -> that many threads; no idle core (under half of one) -> one single-threaded worker per core."""
+    """Idle cores -> that many threads; one idle core or none (one thread's share) -> one single-threaded worker
+    per core."""
     monkeypatch.delenv(th.ENV, raising=False)
     monkeypatch.delenv(th.WORKERS_ENV, raising=False)
     monkeypatch.setattr(th.os, "cpu_count", lambda: 4)
@@ -106,25 +107,39 @@ def test_generation_records_its_threads_and_restores_torch(monkeypatch):
 
 
 def test_generation_with_workers_matches_one_thread_and_records_them(monkeypatch):
-    """Two workers (one thread each) split each round's windows and each decode: the result equals the
-    one-thread run's to float rounding, the UNet runs in the workers without grad, and the provenance says so."""
+    """Two workers (one thread each) split each round's windows and each decode, and decode a round in the
+    background while the next one denoises: the result equals the one-thread run's to float rounding, the
+    windows arrive in the same order with the same slices, the UNet runs in the workers without grad, and the
+    provenance says so."""
     from napari_gem3d.sampling.plan import rounds
-    from napari_gem3d.sampling.propagate import generate
 
     bundle = tiny_bundle(window=8)
-    calls = []
+    calls, decodes = [], []
     bundle.volume.register_forward_hook(
         lambda m, i, o: calls.append((threading.current_thread().name, torch.is_grad_enabled(), i[0].shape[0])))
+    vae_decode = bundle.codec.vae.decode
+
+    def recorded_decode(z):
+        decodes.append((threading.current_thread().name, torch.is_grad_enabled()))
+        return vae_decode(z)
+
+    monkeypatch.setattr(bundle.codec.vae, "decode", recorded_decode)
     monkeypatch.setenv(th.ENV, "1")
-    results, seen = {}, {}
+    results, seen, updates = {}, {}, {}
     for workers in ("1", "2"):
         monkeypatch.setenv(th.WORKERS_ENV, workers)
         calls.clear()
+        decodes.clear()
         req = request(phantom_mask(30), start=15, steps=3, cpu_threads="auto")
-        results[workers] = run_to_end(generate(bundle, req))
-        assert not any(grad for _, grad, _ in calls)
+        updates[workers], results[workers] = collect(bundle, req)
+        assert not any(grad for _, grad, _ in calls) and not any(grad for _, grad in decodes)
+        names = {name.split("_")[0] for name, _ in decodes}
+        assert names == ({"MainThread"} if workers == "1" else {"gem3d-worker", "gem3d-background"})
+        for u in updates[workers]:
+            np.testing.assert_array_equal(u.slices, results[workers].volume[u.z0:u.z1])
         in_workers = [b for name, _, b in calls if name.startswith("gem3d-worker")]
         seen[workers] = (len(in_workers), sum(b for _, _, b in calls), max(b for _, _, b in calls))
+    assert [(u.z0, u.z1, u.index) for u in updates["1"]] == [(u.z0, u.z1, u.index) for u in updates["2"]]
     pairs = sum(len(r) == 2 for r in rounds(results["1"].windows))  # rounds with an up and a down window
     assert pairs >= 1
     assert seen["1"][0] == 0 and seen["1"][2] == 2  # one thread: the round's two windows in one call
@@ -136,7 +151,8 @@ def test_generation_with_workers_matches_one_thread_and_records_them(monkeypatch
                                atol=1e-5 * float(np.abs(results["1"].latents).max()))
 
 
-@pytest.mark.parametrize("idle_share, says", [(0.0, "1, as 2 workers side by side (no core is idle)"),
+@pytest.mark.parametrize("idle_share, says", [(0.0, "1, as 2 workers side by side (at most one core is idle)"),
+                                              (0.5, "1, as 2 workers side by side (at most one core is idle)"),
                                               (1.0, "2 (2 of 2 cores idle now")])
 def test_gem3d_info_says_what_a_run_would_use_now(monkeypatch, capsys, idle_share, says):
     from napari_gem3d.cli import main
@@ -171,3 +187,30 @@ def test_torchrun_ranks_on_the_cpu_share_the_cores_instead_of_measuring(monkeypa
         assert th.choose_threads().threads == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_cancel_with_a_decode_in_the_background_ends_every_worker(monkeypatch):
+    """Cancelled while a round's decode runs in the background: Cancelled is raised, the windows sent so far
+    are whole, and no worker thread outlives the generation."""
+    from napari_gem3d.sampling import Cancelled, CancelToken, plan_windows, rounds
+    from napari_gem3d.sampling.propagate import generate
+
+    bundle = tiny_bundle(window=8)
+    token, steps = CancelToken(), []
+
+    def count_and_cancel(module, inputs, output) -> None:
+        steps.append(1)
+        if len(steps) == 11:  # in round 2 (3 calls in round 0, 2 per step after): round 1 decodes meanwhile
+            token.cancel()
+
+    bundle.volume.register_forward_hook(count_and_cancel)
+    monkeypatch.setenv(th.ENV, "1")
+    monkeypatch.setenv(th.WORKERS_ENV, "2")
+    updates = []
+    with pytest.raises(Cancelled):
+        for update in generate(bundle, request(phantom_mask(30), start=15, steps=3, cpu_threads="auto"),
+                               cancel=token):
+            updates.append(update)
+    assert len(rounds(plan_windows(30, 8, 1, 15))) == 3 and len(steps) == 11  # round 2: one window, no call after
+    assert updates and all(u.slices.shape[0] == u.z1 - u.z0 for u in updates)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("gem3d-")]

@@ -50,7 +50,7 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                         "noise). Equal to --slice-noise-correlation: one band, as before 2026-12-07")
     g.add_argument("--threads", default="auto", type=_threads,
                    help="CPU threads: auto (default: the cores idle when the run starts, or one worker per core "
-                        "when none is idle; GEM3D_THREADS=N and GEM3D_WORKERS=N override) or a count")
+                        "when at most one is idle; GEM3D_THREADS=N and GEM3D_WORKERS=N override) or a count")
     g.add_argument("--force", action="store_true",
                    help="generate even when the domain check finds the inputs outside the model's domain "
                         "(the findings are recorded in the provenance and the output's description)")

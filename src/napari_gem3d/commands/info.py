@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     choice = choose_threads()
     measured = (f"{choice.idle_cores:g} of {choice.cores} cores idle now" if choice.idle_cores is not None
                 else choice.how)
-    workers = (f", as {choice.workers} workers side by side (no core is idle)" if choice.workers > 1 else "")
+    workers = (f", as {choice.workers} workers side by side (at most one core is idle)" if choice.workers > 1 else "")
     print(f"CPU threads a generation would use now: {choice.threads}{workers} ({measured}; "
           f"{ENV}=N and {WORKERS_ENV}=N override)")
     return 0

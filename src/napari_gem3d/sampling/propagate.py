@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Generator
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -119,7 +120,7 @@ def generate(
     threads_before, cpu_threads, workers = torch.get_num_threads(), None, Workers()
     try:
         cpu_threads = _set_cpu_threads(opts.cpu_threads) if device.type == "cpu" else None
-        if cpu_threads is not None:  # independent jobs side by side when no core is idle (threads.py)
+        if cpu_threads is not None:  # independent jobs side by side when at most one core is idle (threads.py)
             workers = Workers(cpu_threads.get("workers", 1), cpu_threads["threads"])
         with torch.no_grad():
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
@@ -140,7 +141,25 @@ def generate(
             slices = step_noise_kind(opts) == "slices"  # implies the prior, so the field exists
             step_fields = StepNoiseFields(opts.seed, tuple(field.shape), prior) if slices else None
             timings["encode"] = time.perf_counter() - t0
-            done = 0
+            done, pending = 0, []
+
+            def publish(w: Window, get_slices) -> WindowUpdate:
+                """Window ``w``'s decoded slices (from ``get_slices()``): stored, counted, sent."""
+                nonlocal done
+                td = time.perf_counter()
+                z0, z1 = w.emit_range
+                slices = get_slices()
+                decoded[z0:z1] = slices
+                emitted[z0:z1] = True
+                timings["decode"] += time.perf_counter() - td  # with a worker's decode: the wait for it
+                done += 1
+                if cancel is not None:
+                    cancel.progress = (done, total)
+                return WindowUpdate(
+                    z0=z0, z1=z1, slices=slices.copy(), direction=w.direction, index=done - 1, total=total,
+                    elapsed=time.perf_counter() - t0, window_start=w.start, window_stop=w.stop,
+                )
+
             for group in _groups(windows, independent, opts.max_batch_windows):
                 tg = time.perf_counter()
                 noises = [SeededNoise(opts.seed, w.index) for w in group]
@@ -178,20 +197,18 @@ def generate(
                     idx = torch.tensor([w.start + f for f in w.write], dtype=torch.long, device=device)
                     buffer[idx] = x0[b, list(w.write)]
                 timings["denoise"] += time.perf_counter() - tg
-                for w in group:
-                    td = time.perf_counter()
-                    z0, z1 = w.emit_range
-                    slices = _decode(codec, buffer[z0:z1], chunk, device, precision, workers)
-                    decoded[z0:z1] = slices
-                    emitted[z0:z1] = True
-                    timings["decode"] += time.perf_counter() - td
-                    done += 1
-                    if cancel is not None:
-                        cancel.progress = (done, total)
-                    yield WindowUpdate(
-                        z0=z0, z1=z1, slices=slices.copy(), direction=w.direction, index=done - 1, total=total,
-                        elapsed=time.perf_counter() - t0, window_start=w.start, window_stop=w.stop,
-                    )
+                latents_of = [(w, buffer[slice(*w.emit_range)]) for w in group]
+                if workers.count > 1 and group[0].round > 0:  # decode on a worker while the next round denoises
+                    ready, pending = pending, [
+                        (w, workers.submit(_decode, codec, lat.clone(), chunk, device, precision, Workers()).result)
+                        for w, lat in latents_of]
+                else:
+                    ready = [(w, partial(_decode, codec, lat, chunk, device, precision, workers))
+                             for w, lat in latents_of]
+                for w, get_slices in ready:
+                    yield publish(w, get_slices)
+            for w, get_slices in pending:
+                yield publish(w, get_slices)
             holes = np.flatnonzero(~emitted) if preset is None else ()  # official_compat plans leave holes (B4)
             if len(holes):
                 idx = torch.from_numpy(holes).to(device)

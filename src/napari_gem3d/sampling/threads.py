@@ -7,14 +7,15 @@ policy, quiet and beside one busy process). So before a CPU generation
 :func:`choose_threads` samples the idle CPU time over a short window (``/proc/stat``) and uses
 ``round(idle cores)`` threads, at least one, at most the cores this process may run on.
 
-When no core is idle (every core busy with other work), one thread gets a single share of the CPU: the
-scheduler splits the cores between runnable threads, not processes. The generation then runs its
-independent jobs (the up and down windows of a round, the halves of a decode) side by side on one
-single-threaded **worker** per core: each worker is a runnable thread with a share of its own, and the
-workers meet once per job instead of at every operation. The workers run the same operations on the same
-slices as one thread would; only the batch sizes differ, for which the CPU backend may pick another kernel,
-so a result equals a one-thread run's to float rounding (1.7e-6 at most on the demo, where one thread against
-two already differ by 3e-4).
+When at most one core is idle (so the policy would run one thread), that thread gets one share of the CPU:
+the scheduler splits the cores between runnable threads, not processes. The generation then runs its
+independent jobs side by side on one single-threaded **worker** per core, and each worker is a runnable
+thread with a share of its own: the up and down windows of a round, the halves of a decode, and each
+round's decode in the background while the next round denoises (:meth:`Workers.submit`). The workers meet
+once per job instead of at every operation. They run the same operations on the same slices as one thread
+would; only the batch sizes differ, for which the CPU backend may pick another kernel, so a result equals a
+one-thread run's to float rounding (1.7e-6 at most on the demo, where one thread against two already differ
+by 3e-4).
 
 ``GEM3D_THREADS=N`` overrides the thread count (``0`` or ``auto``: measure) and ``GEM3D_WORKERS=N`` the
 workers (a given thread count means one worker unless it is set too). The choice and how it was made go
@@ -26,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
@@ -108,7 +109,7 @@ def choose_threads(seconds: float = SAMPLE_SECONDS) -> ThreadChoice:
         return ThreadChoice(cores, cores, None, "unmeasured", workers or 1)
     idle_whole = min(cores, int(round(idle)))
     if workers is None:
-        workers = cores if idle_whole == 0 else 1  # no idle core: one worker per core (module docstring)
+        workers = cores if idle_whole <= 1 else 1  # one thread's share at most: one worker per core (docstring)
         how = "measured"
     else:
         how = "measured, env workers"
@@ -122,18 +123,29 @@ class Workers:
 
     def __init__(self, count: int = 1, threads: int = 1):
         self.count = count
-        self._pool = None
+        self._pool = self._background = None
         if count > 1:
             import torch
 
             self._pool = ThreadPoolExecutor(count, thread_name_prefix="gem3d-worker",
                                             initializer=torch.set_num_threads, initargs=(threads,))
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="gem3d-background",
+                                                  initializer=torch.set_num_threads, initargs=(threads,))
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(item) for item in items]``, the items side by side when there are workers."""
         if self._pool is None or len(items) < 2:
             return [fn(item) for item in items]
         return list(self._pool.map(fn, items))
+
+    def submit(self, fn: Callable[..., R], *args) -> Future:
+        """``fn(*args)`` in the background, beside the jobs of :meth:`map`, returning its future (run here at once
+        when there are no workers)."""
+        if self._background is not None:
+            return self._background.submit(fn, *args)
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
 
     def parts(self, n: int) -> list[slice]:
         """``range(n)`` cut into at most ``count`` contiguous, nearly equal slices (one per worker)."""
@@ -143,9 +155,10 @@ class Workers:
         return [slice(a, min(n, a + size)) for a in range(0, n, size)]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._background):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._background = None
 
     def __enter__(self) -> Workers:
         return self
