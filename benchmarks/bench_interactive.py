@@ -11,9 +11,10 @@ DPM-Solver++ 8 steps), the model's slice-noise prior, the scan's slice as condit
    (a) regenerated locally (``sampling.regenerate``) and (b) generated in full again. Reported: both times
    and their ratio, the regenerated range, and the seams: the slice differences at the two boundaries of
    the regenerated range divided by the real volume's there, for (a) and for (b) at the same places.
-2. **Fast solver.** DPM-Solver++(2M) at 6, 8, 10 and 12 steps against DDIM-25 at eta 1 (the issue's reference)
-   and at eta 0 (the standard quality since 2026-12-07) on held-out Colin27 (its own middle slice as the
-   informed slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the stripe index.
+2. **Fast solver.** DPM-Solver++(2M) at 6, 8, 10 and 12 steps and its SDE form at 6 and 8, against DDIM-25 at
+   eta 1 (the issue's reference) and at eta 0 (the standard quality since 2026-12-07) on held-out Colin27 (its
+   own middle slice as the informed slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the
+   stripe index.
 3. **Busy cores.** One, then three processes spinning (started here, stopped by their process ids): the demo
    generation with the thread policy (``sampling.threads``: threads for the idle cores, one worker per core
    when at most one is idle), with one thread and with every core, against the quiet time
@@ -50,6 +51,7 @@ from napari_gem3d.volume import IntensityNorm, Volume
 
 S = 1  # the demo case stores the model's slice axis (S) as its second axis
 FAST_STEPS = (6, 8, 10, 12)  # DPM-Solver++(2M) steps compared with DDIM-25
+SDE_STEPS = (6, 8)  # DPM-Solver++(2M) SDE steps compared with DDIM-25
 
 
 def timed(fn):
@@ -115,6 +117,7 @@ def solvers(bundle, options, seeds=(0, 1)) -> dict:
     image, mask = held.image, held.image.with_array(held.tissue.astype(np.uint8))
     out = {}
     fast = [(f"dpmpp2m{n}", replace(options, steps=n, solver="dpmpp2m")) for n in FAST_STEPS]
+    fast += [(f"dpmpp2m_sde{n}", replace(options, steps=n, solver="dpmpp2m_sde")) for n in SDE_STEPS]
     references = [("ddim25", replace(options, steps=25, solver="ddim", eta=1.0)),  # the reference
                   ("ddim25_eta0", replace(options, steps=25, solver="ddim", eta=0.0))]  # the standard quality now
     for name, opts in [*references, *fast]:

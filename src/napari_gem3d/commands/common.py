@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..sampling.request import DEFAULT_QUALITY, QUALITY_PRESETS
+from ..sampling.request import DEFAULT_QUALITY, QUALITY_PRESETS, SOLVERS
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -23,9 +23,11 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the quality's)")
     g.add_argument("--eta", type=float, default=None,
                    help="DDIM eta: 0 deterministic, 1 the official sampler's noise (default: the quality's, 0 for "
-                        "standard, 1 for official; dpmpp2m is deterministic and ignores it)")
-    g.add_argument("--solver", default=None, choices=["ddim", "dpmpp2m"],
-                   help="ddim (the official sampler) or dpmpp2m (DPM-Solver++(2M)); default: the quality's")
+                        "standard, 1 for official; the dpmpp2m solvers ignore it)")
+    g.add_argument("--solver", default=None, choices=list(SOLVERS),
+                   help="ddim (the official sampler), dpmpp2m (DPM-Solver++(2M), deterministic) or dpmpp2m_sde "
+                        "(its stochastic form: fresh correlated noise at every step, as DDIM at eta 1; "
+                        "docs/benchmarks.md); default: the quality's")
     g.add_argument("--seed", type=int, default=0, help="noise seed, a whole number from 0 to 2**64-1 (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],

@@ -15,6 +15,16 @@ lands at the clean level (abar = 1, sigma = 0). That last step has h = inf, so i
 construction: x = x0 predicted at the last timestep (t = 1, sigma = 0.04: a tiny step). The step onto
 t = 1 is first order too by default ("lower_order_final", see :func:`dpm_plan_for_timesteps`).
 No noise is drawn: eta does not apply.
+
+The SDE form (``stochastic=True``, solver "dpmpp2m_sde"; Lu et al. 2022, SDE-DPM-Solver++(2M)) takes the
+same D_i and adds fresh standard noise z_i at every step:
+
+    x_{i+1} = (sigma_{i+1} / sigma_i) exp(-h) x_i + alpha_{i+1} (1 - exp(-2h)) D_i
+              + sigma_{i+1} sqrt(1 - exp(-2h)) z_i
+
+With an exact data prediction this keeps the marginal: x_i ~ N(alpha_i x0, sigma_i^2) gives
+x_{i+1} ~ N(alpha_{i+1} x0, sigma_{i+1}^2). On the last step sigma = 0, so it lands on D like the ODE form.
+In the volume sampler z_i is the step's slice-indexed noise field, as for DDIM at eta > 0.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ class DPMPlan(StepPlan):
     ratio:     (S,) float32 sigma_next / sigma_t (0 on the last step)
     coef:      (S,) float32 alpha_next * (1 - exp(-h)) (1 on the last step)
     w:         (S,) float32 1 / (2 r) of the second-order correction, 0 on first-order steps
+    noise:     (S,) float32 standard deviation of the fresh noise step i adds: 0 for the ODE solver,
+               sigma_next sqrt(1 - exp(-2h)) for the SDE form (0 on the last step)
     renoise_a: (S + 1,) float32 alpha-bar for the known frames: [0] = a_t[0] before the first model call,
                [i + 1] = a_next[i] after step i (1.0 after the last: the clean known latents).
     """
@@ -53,24 +65,36 @@ class DPMPlan(StepPlan):
     coef: torch.Tensor
     w: torch.Tensor
     renoise_a: torch.Tensor
+    noise: torch.Tensor
 
-    solver = "dpmpp2m"
-    eta = 0.0  # deterministic: no noise is drawn per step (read by code written for DDIM plans)
+    STEP_FIELDS = ("t", "a_t", "a_next", "alpha", "sigma", "ratio", "coef", "w", "noise")
 
-    STEP_FIELDS = ("t", "a_t", "a_next", "alpha", "sigma", "ratio", "coef", "w")
+    @property
+    def stochastic(self) -> bool:
+        return bool((self.noise > 0).any())
+
+    @property
+    def solver(self) -> str:
+        return "dpmpp2m_sde" if self.stochastic else "dpmpp2m"
+
+    @property
+    def eta(self) -> float:
+        """0 for the deterministic solver: no noise per step (read by code written for DDIM plans)."""
+        return 1.0 if self.stochastic else 0.0
 
 
-def make_dpm_plan(schedule: NoiseSchedule, num_steps: int, *, lower_order_final: bool = True) -> DPMPlan:
+def make_dpm_plan(schedule: NoiseSchedule, num_steps: int, *, lower_order_final: bool = True,
+                  stochastic: bool = False) -> DPMPlan:
     """The DPM-Solver++(2M) table for ``num_steps`` model calls (CPU tensors; use ``.to(device)``).
 
     Same timesteps as :func:`make_ddim_plan` for the same ``num_steps``; see :func:`dpm_plan_for_timesteps`.
     """
     ts = ddim_timesteps(num_steps, schedule.num_train_timesteps)[::-1].copy()  # descending
-    return dpm_plan_for_timesteps(schedule, ts, lower_order_final=lower_order_final)
+    return dpm_plan_for_timesteps(schedule, ts, lower_order_final=lower_order_final, stochastic=stochastic)
 
 
 def dpm_plan_for_timesteps(
-    schedule: NoiseSchedule, timesteps, *, lower_order_final: bool = True
+    schedule: NoiseSchedule, timesteps, *, lower_order_final: bool = True, stochastic: bool = False
 ) -> DPMPlan:
     """The DPM-Solver++(2M) table for strictly decreasing integer ``timesteps`` (one model call each),
     landing on clean data after the last. Coefficients in float64 from the float64 alpha-bar table,
@@ -99,6 +123,11 @@ def dpm_plan_for_timesteps(
     h = lam_next - lam
     ratio = np.sqrt((1.0 - a_next) / (1.0 - a))
     coef = np.sqrt(a_next) * -np.expm1(-h)  # exp(-inf) = 0 on the last step: coef = 1
+    noise = np.zeros(num_steps)
+    if stochastic:  # SDE form: x shrinks by exp(-h) more, the data term grows, fresh noise keeps the marginal
+        ratio = ratio * np.exp(-h)
+        coef = np.sqrt(a_next) * -np.expm1(-2.0 * h)
+        noise = np.sqrt((1.0 - a_next) * -np.expm1(-2.0 * h))
     w = np.zeros(num_steps)
     last = num_steps - (2 if lower_order_final else 1)  # second order on steps 1 .. last - 1
     if last > 1:
@@ -121,6 +150,7 @@ def dpm_plan_for_timesteps(
         coef=f32(coef),
         w=f32(w),
         renoise_a=torch.cat([a_t[:1], a_next_t]),
+        noise=f32(noise),
     )
 
 
@@ -140,7 +170,8 @@ def data_prediction(
 
 
 def dpm_step(
-    x: torch.Tensor, x0: torch.Tensor, x0_prev: torch.Tensor | None, plan: DPMPlan, i: int
+    x: torch.Tensor, x0: torch.Tensor, x0_prev: torch.Tensor | None, plan: DPMPlan, i: int,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Step ``i`` of DPM-Solver++(2M): x at t_i -> x at the next level (float32 arithmetic, x's dtype).
 
@@ -151,4 +182,7 @@ def dpm_step(
     if x0_prev is not None and i > 0:
         w = plan.w[i]  # 0 on first-order steps: D = x0 exactly
         d = (1.0 + w) * x0 - w * x0_prev
-    return (plan.ratio[i] * x.float() + plan.coef[i] * d).to(x.dtype)
+    out = plan.ratio[i] * x.float() + plan.coef[i] * d
+    if noise is not None:  # the SDE form's fresh noise (standard normal, x's shape)
+        out = out + plan.noise[i] * noise.float()
+    return out.to(x.dtype)

@@ -48,13 +48,14 @@ class SeededNoise:
 
 def sampling_plan(schedule, steps: int, eta: float, solver: str = "ddim", official_compat: bool = False):
     """The per-step plan of ``solver``: a :class:`DDIMPlan` ("ddim") or a :class:`DPMPlan` ("dpmpp2m",
-    deterministic: ``eta`` does not apply), the one place the sampler and the slice model choose it."""
+    deterministic, or "dpmpp2m_sde", its stochastic form; ``eta`` does not apply to either), the one place the
+    sampler and the slice model choose it."""
     from ..diffusion import make_ddim_plan, make_dpm_plan
 
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
-    if solver == "dpmpp2m":
-        return make_dpm_plan(schedule, steps)
+    if solver in ("dpmpp2m", "dpmpp2m_sde"):
+        return make_dpm_plan(schedule, steps, stochastic=solver == "dpmpp2m_sde")
     return make_ddim_plan(schedule, steps, eta, official_compat=official_compat)
 
 
@@ -265,12 +266,14 @@ def denoise_dpm(
     correlated = any(getattr(n, "prior", None) is not None for n in noises)
     batch = x.shape[0]
     x0_prev = None
+    stochastic = plan.stochastic
     for i in range(plan.num_steps):
         if cancel is not None:
             cancel.check()
         out = model_fn(x, plan.t[i].expand(batch))
         x0 = data_prediction(out, x, plan.alpha[i], plan.sigma[i], prediction)
-        x_next = dpm_step(x, x0, x0_prev, plan, i)
+        z = torch.stack([n.draw("ddim", tuple(x.shape[1:])) for n in noises]).to(x.device) if stochastic else None
+        x_next = dpm_step(x, x0, x0_prev, plan, i, z)
         x0_prev = x0
         if on_step is not None:
             on_step(i, x, x_next, None)

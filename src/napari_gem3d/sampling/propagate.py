@@ -232,8 +232,8 @@ def generate(
 
 
 def adds_step_noise(options) -> bool:
-    """Whether the sampler adds fresh noise at every step (stochastic DDIM)."""
-    return options.solver == "ddim" and options.eta > 0
+    """Whether the sampler adds fresh noise at every step (DDIM with eta > 0, DPM-Solver++(2M) SDE)."""
+    return (options.solver == "ddim" and options.eta > 0) or options.solver == "dpmpp2m_sde"
 
 
 def step_noise_kind(options) -> str | None:

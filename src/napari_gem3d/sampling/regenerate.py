@@ -42,9 +42,10 @@ STOCHASTIC_SEAMS = ("this result was made with stochastic DDIM (eta > 0) drawing
 
 def seam_warning(provenance: dict[str, Any]) -> str | None:
     """What a local regeneration of the result with ``provenance`` should say about its seams, or None: a
-    warning when it was made with stochastic DDIM whose step noise was each window's own (no ``step_noise``
+    warning when it was made with a stochastic sampler whose step noise was each window's own (no ``step_noise``
     "slices": see :class:`~napari_gem3d.sampling.denoise.StepNoiseFields`)."""
-    stochastic = provenance.get("solver", "ddim") == "ddim" and float(provenance.get("eta") or 0.0) > 0
+    solver = provenance.get("solver", "ddim")
+    stochastic = (solver == "ddim" and float(provenance.get("eta") or 0.0) > 0) or solver == "dpmpp2m_sde"
     return STOCHASTIC_SEAMS if stochastic and provenance.get("step_noise") != "slices" else None
 
 
