@@ -329,6 +329,32 @@ def test_solver_choice_reaches_the_provenance(viewer_case, qtbot):
     assert widget.live.layer.metadata[RESULT_KEY]["provenance"]["solver"] == "dpmpp2m"
 
 
+def test_a_run_with_two_workers_and_the_sde_solver_fills_every_window(viewer_case, qtbot, monkeypatch):
+    """The dock's run with the CPU split into two workers (windows and decodes side by side, decodes in the
+    background) and the SDE solver: every window arrives on the GUI thread, the volume is whole, and the
+    provenance records the workers, the solver and its slice-indexed step noise."""
+    viewer, image_layer, mask_layer = viewer_case
+    monkeypatch.setenv("GEM3D_WORKERS", "2")
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, solver="dpmpp2m_sde")
+    assert widget.solver.native.currentText() == "DPM-Solver++ 2M SDE"
+    updates = []
+    original = widget._on_window
+
+    def record(update):
+        original(update)
+        updates.append(update)
+
+    widget._on_window = record
+    job = widget.run()
+    assert job is not None
+    _wait(qtbot, job)
+    info = widget.live.layer.metadata[RESULT_KEY]
+    prov = info["provenance"]
+    assert info["status"] == "complete" and len(updates) == len(info["plan"])
+    assert prov["cpu_threads"]["workers"] == 2 and prov["solver"] == "dpmpp2m_sde" and prov["step_noise"] == "slices"
+    assert np.isfinite(widget.live.layer.data).all()
+
+
 def test_paste_choice_reaches_the_generator_and_is_off_with_official_compat(viewer_case, qtbot):
     """Off by default (the scan's slice conditions only); ticked, the generator holds it as the start's known
     frame and says so in the provenance; the official-compat mode never pastes, ticked or not."""
