@@ -145,11 +145,12 @@ def coherence_goals(out: Path) -> dict:
 
     coh, c1, t2 = load("coherence"), load("c1"), load("table2")
     goals = {}
-    for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps"):
+    for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps", "DPM-Solver++ 2M SDE 8 steps"):
         value = _mean(coh, f"held out: model's noise prior, {solver}", "stripe_index")
         goals[f"stripe index <= 1.2 (GEM-3D, {solver})"] = {"value": value, "target": 1.2,
                                                              "met": None if value is None else value <= 1.2}
-    for suffix, name in (("", "DDIM eta 1"), (", DPM-Solver++ 8 steps", "DPM-Solver++ 8 steps")):
+    for name in ("DDIM eta 1", "DPM-Solver++ 8 steps", "DPM-Solver++ 2M SDE 8 steps"):
+        suffix = "" if name == "DDIM eta 1" else f", {name}"
         on = _mean(c1, f"overlap inpainting on{suffix}", "seam_ratio")
         off = _mean(c1, f"overlap inpainting off{suffix}", "seam_ratio")
         met = None if on is None or off is None else (on <= off and on <= 1.1)
@@ -203,7 +204,7 @@ CLAIMS = {
                for aug in ("", ", mask augmented") for src in ("IC: cross-picked slice", "IG: generated slice")
                for view in ("FID-A", "FID-C", "FID-S")],
     "c1": [(f"overlap inpainting on{s}", f"overlap inpainting off{s}", m, b)
-           for s in ("", ", DPM-Solver++ 8 steps")
+           for s in ("", ", DPM-Solver++ 8 steps", ", DPM-Solver++ 2M SDE 8 steps")
            for m, b in (("consistency_ratio", "closer1"), ("seam_ratio", "closer1"), ("ms_ssim", "higher"))],
     "c2": [("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "consistency_ratio", "closer1"),
            ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "seam_ratio", "closer1"),
@@ -213,7 +214,7 @@ CLAIMS = {
                ("fixed sampler", "official_compat (official plan and re-noising)", "ms_ssim", "higher")],
     "coherence": [(f"held out: model's noise prior, {solver}",
                    "held out: independent slice noise (rho = 0, the paper), DDIM eta 1", m, b)
-                  for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps")
+                  for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps", "DPM-Solver++ 2M SDE 8 steps")
                   for m, b in (("stripe_index", "closer1"), ("ms_ssim", "higher"))],
     "downstream": [(f"real + {k}x GEM-3D", "real only", m, b) for k in (1, 2, 3)
                    for m, b in (("dice_tumour", "higher"), ("dice_tissue", "higher"))],

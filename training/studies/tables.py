@@ -81,6 +81,8 @@ def table1(ctx: StudyContext, case: str = "colin27_tumour") -> dict:
 
 #: The fast deterministic solver of the plugin's default ("Fast" in the sampling dock)
 FAST = {"solver": "dpmpp2m", "steps": 8}
+#: Its stochastic (SDE) form at the same steps, with the slice-indexed step noise (a candidate for "Fast")
+FAST_SDE = {"solver": "dpmpp2m_sde", "steps": 8}
 
 
 def c1_overlap(ctx: StudyContext) -> dict:
@@ -88,7 +90,11 @@ def c1_overlap(ctx: StudyContext) -> dict:
                        "overlap inpainting off": {"informed": "true", "inpaint_overlap": False},
                        "overlap inpainting on, DPM-Solver++ 8 steps": {"informed": "true", **FAST},
                        "overlap inpainting off, DPM-Solver++ 8 steps": {"informed": "true", "inpaint_overlap": False,
-                                                                        **FAST}}, ctx.heldout)
+                                                                        **FAST},
+                       "overlap inpainting on, DPM-Solver++ 2M SDE 8 steps": {"informed": "true", **FAST_SDE},
+                       "overlap inpainting off, DPM-Solver++ 2M SDE 8 steps": {"informed": "true",
+                                                                               "inpaint_overlap": False,
+                                                                               **FAST_SDE}}, ctx.heldout)
 
 
 #: The training subject the coherence study also measures (the demo case's subject, one synthetic tumour
@@ -110,6 +116,7 @@ def coherence(ctx: StudyContext) -> dict:
         f"{prior}, DDIM eta 1": {"informed": "true"},
         f"{prior}, DDIM eta 0": {"informed": "true", "eta": 0.0},
         f"{prior}, DPM-Solver++ 8 steps": {"informed": "true", **FAST},
+        f"{prior}, DPM-Solver++ 2M SDE 8 steps": {"informed": "true", **FAST_SDE},
         f"{prior}, DPM-Solver++ 8 steps, overlap inpainting off": {"informed": "true", "inpaint_overlap": False,
                                                                    **FAST},
         f"stage 1 only (temporal layers at identity), {prior}, DPM-Solver++ 8 steps": {"informed": "true",
