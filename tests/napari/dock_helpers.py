@@ -83,3 +83,16 @@ def without_tooltip(widget) -> list[str]:
 def visible_height(widget) -> int:
     """Height of the dock's viewport on screen (a squeezed dock shows a few rows)."""
     return widget.scroll.viewport().height()
+
+
+def record_windows(widget) -> list:
+    """Every window update the sampling dock ``widget`` handles from now on (on the GUI thread), in order."""
+    updates = []
+    original = widget._on_window
+
+    def record(update):
+        original(update)
+        updates.append(update)
+
+    widget._on_window = record
+    return updates

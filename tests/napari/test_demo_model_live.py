@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dock_helpers import record_windows
 from screenshot_helpers import screen_region, screenshot_at_tumour
 
 from napari_gem3d import demo_model_path
@@ -43,14 +44,7 @@ def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtb
     # the dock's default quality (DPM-Solver++, 8 steps) and its default: the scan's slice as conditioning only
     assert (widget.solver.value, widget.steps.value, widget.paste.value) == ("dpmpp2m", 8, False)
     widget.device.value, widget.seed.value = "cpu", 0
-    updates = []
-    original = widget._on_window
-
-    def record(update):
-        original(update)
-        updates.append(update)
-
-    widget._on_window = record
+    updates = record_windows(widget)
     job = _started(qtbot, widget)
     qtbot.waitUntil(lambda: job.finished, timeout=300_000)
     layer = widget.live.layer

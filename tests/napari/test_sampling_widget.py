@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from dock_helpers import record_windows
 from latency_helpers import TickRecorder
 from screenshot_helpers import screen_region, screenshot_at_tumour
 
@@ -337,14 +338,7 @@ def test_a_run_with_two_workers_and_the_sde_solver_fills_every_window(viewer_cas
     monkeypatch.setenv("GEM3D_WORKERS", "2")
     widget = _widget(viewer, mask=mask_layer, image=image_layer, solver="dpmpp2m_sde")
     assert widget.solver.native.currentText() == "DPM-Solver++ 2M SDE"
-    updates = []
-    original = widget._on_window
-
-    def record(update):
-        original(update)
-        updates.append(update)
-
-    widget._on_window = record
+    updates = record_windows(widget)
     job = widget.run()
     assert job is not None
     _wait(qtbot, job)
