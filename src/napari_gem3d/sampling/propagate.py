@@ -34,7 +34,14 @@ from .denoise import (
 )
 from .device import autocast, effective_precision, release_memory, resolve_device
 from .plan import Window, plan_windows, rounds
-from .request import SamplingRequest, SamplingResult, WindowUpdate, pastes_informed, resolve_options
+from .request import (
+    SamplingRequest,
+    SamplingResult,
+    WindowUpdate,
+    adds_step_noise,
+    pastes_informed,
+    resolve_options,
+)
 from .slice_prior import SliceNoisePrior
 from .threads import Workers
 
@@ -121,7 +128,7 @@ def generate(
     try:
         cpu_threads = _set_cpu_threads(opts.cpu_threads) if device.type == "cpu" else None
         if cpu_threads is not None:  # independent jobs side by side when at most one core is idle (threads.py)
-            workers = Workers(cpu_threads.get("workers", 1), cpu_threads["threads"])
+            workers = Workers(cpu_threads["workers"], cpu_threads["threads"])
         with torch.no_grad():
             encoded_mask = torch.from_numpy(cfg.labels.encode(mask))
             with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
@@ -138,8 +145,8 @@ def generate(
             emitted = np.zeros(num_slices, bool)
             prior = opts.slice_prior
             field = slice_noise_field(opts.seed, (num_slices, lat_c, lat_h, lat_w), prior) if prior else None
-            slices = step_noise_kind(opts) == "slices"  # implies the prior, so the field exists
-            step_fields = StepNoiseFields(opts.seed, tuple(field.shape), prior) if slices else None
+            per_slice = step_noise_kind(opts) == "slices"  # implies the prior, so the field exists
+            step_fields = StepNoiseFields(opts.seed, tuple(field.shape), prior) if per_slice else None
             timings["encode"] = time.perf_counter() - t0
             done, pending = 0, []
 
@@ -231,16 +238,11 @@ def generate(
         release_memory(device, collect=False)  # no GIL-holding gc in a worker thread
 
 
-def adds_step_noise(options) -> bool:
-    """Whether the sampler adds fresh noise at every step (DDIM with eta > 0, DPM-Solver++(2M) SDE)."""
-    return (options.solver == "ddim" and options.eta > 0) or options.solver == "dpmpp2m_sde"
-
-
 def step_noise_kind(options) -> str | None:
     """How a generation with resolved ``options`` draws its per-step noise: "slices" (one correlated field per
     step over the volume, :class:`~.denoise.StepNoiseFields`), "windows" (each window's own stream), or None
     (a deterministic solver adds none)."""
-    if not adds_step_noise(options):
+    if not adds_step_noise(options.solver, options.eta):
         return None
     return "slices" if options.slice_prior is not None and options.mode == "gem3d" else "windows"
 

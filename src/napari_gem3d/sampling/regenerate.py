@@ -25,7 +25,7 @@ from ..volume import FittedNorm, Volume, same_grid, slab_from_model, to_model
 from .cancel import CancelToken
 from .pipeline import GeneratedVolume, mask_to_model, sample_volume
 from .plan import plan_bridge
-from .request import InformedSlice, SamplingOptions, SamplingRequest, WindowUpdate
+from .request import InformedSlice, SamplingOptions, SamplingRequest, WindowUpdate, adds_step_noise
 
 #: Above this share of the slices, regenerating the range costs about what a full run does.
 FULL_RUN_FRACTION = 0.6
@@ -44,8 +44,7 @@ def seam_warning(provenance: dict[str, Any]) -> str | None:
     """What a local regeneration of the result with ``provenance`` should say about its seams, or None: a
     warning when it was made with a stochastic sampler whose step noise was each window's own (no ``step_noise``
     "slices": see :class:`~napari_gem3d.sampling.denoise.StepNoiseFields`)."""
-    solver = provenance.get("solver", "ddim")
-    stochastic = (solver == "ddim" and float(provenance.get("eta") or 0.0) > 0) or solver == "dpmpp2m_sde"
+    stochastic = adds_step_noise(provenance.get("solver", "ddim"), float(provenance.get("eta") or 0.0))
     return STOCHASTIC_SEAMS if stochastic and provenance.get("step_noise") != "slices" else None
 
 

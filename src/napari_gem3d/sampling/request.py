@@ -26,6 +26,11 @@ DECODE_PIXELS = 2**20
 #: (its stochastic form: fresh noise at every step, drawn like DDIM's at eta > 0; eta does not apply).
 SOLVERS: tuple[str, ...] = ("ddim", "dpmpp2m", "dpmpp2m_sde")
 
+
+def adds_step_noise(solver: str, eta: float) -> bool:
+    """Whether ``solver`` at ``eta`` adds fresh noise at every step (DDIM with eta > 0, DPM-Solver++(2M) SDE)."""
+    return (solver == "ddim" and eta > 0) or solver == "dpmpp2m_sde"
+
 #: Seeds are whole numbers in [0, SEED_LIMIT): 64 bits, each giving its own noise.
 SEED_LIMIT = 2**64
 
