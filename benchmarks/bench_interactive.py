@@ -13,8 +13,10 @@ DPM-Solver++ 8 steps), the model's slice-noise prior, the scan's slice as condit
    the regenerated range divided by the real volume's there, for (a) and for (b) at the same places.
 2. **Fast solver.** DPM-Solver++(2M) at 6, 8, 10 and 12 steps and its SDE form at 6 and 8, against DDIM-25 at
    eta 1 (the issue's reference) and at eta 0 (the standard quality since 2026-12-07) on held-out Colin27 (its
-   own middle slice as the informed slice, seeds 0 and 1): time ratio, MS-SSIM to the real volume and the
-   stripe index.
+   own middle slice as the informed slice, ``--seeds`` seeds, default 0-5, the samplers interleaved within
+   each seed): time ratio, MS-SSIM to the real volume and the stripe index, with the paired differences'
+   standard errors over seeds (one seed's stripe index moves by about 0.1, so two seeds cannot resolve
+   the goal's 0.1).
 3. **Busy cores.** One, then three processes spinning (started here, stopped by their process ids): the demo
    generation with the thread policy (``sampling.threads``: threads for the idle cores, one worker per core
    when at most one is idle), with one thread and with every core, against the quiet time
@@ -109,33 +111,43 @@ def regeneration(bundle, options, margin: int | None = None) -> dict:
     }
 
 
-def solvers(bundle, options, seeds=(0, 1)) -> dict:
+def solvers(bundle, options, seeds=range(6)) -> dict:
+    """Every sampler on every seed, the samplers interleaved within each seed (so a drift of the machine's
+    speed over the run falls on all of them alike). Per sampler: the means over seeds; per fast sampler and
+    reference: the time ratio (total seconds over the reference's) and the paired differences (this
+    sampler minus the reference on the same seed) with their standard error over seeds."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from training.recipes.demo.subjects import heldout_subject
 
     held = heldout_subject()
     image, mask = held.image, held.image.with_array(held.tissue.astype(np.uint8))
-    out = {}
     fast = [(f"dpmpp2m{n}", replace(options, steps=n, solver="dpmpp2m")) for n in FAST_STEPS]
     fast += [(f"dpmpp2m_sde{n}", replace(options, steps=n, solver="dpmpp2m_sde")) for n in SDE_STEPS]
     references = [("ddim25", replace(options, steps=25, solver="ddim", eta=1.0)),  # the issue's reference
                   ("ddim25_eta0", replace(options, steps=25, solver="ddim", eta=0.0))]  # the standard quality now
-    for name, opts in [*references, *fast]:
-        rows = []
-        for seed in seeds:
+    samplers = [*references, *fast]
+    runs = {name: [] for name, _ in samplers}
+    for seed in seeds:
+        for name, opts in samplers:
             gen, t = timed(lambda opts=opts, seed=seed: run_to_end(
                 sample_volume(bundle, mask, image=image, options=replace(opts, seed=seed))))
             score = compare_volumes(np.asarray(image.array), np.asarray(gen.volume.array))["ms_ssim"]
-            rows.append({"seed": seed, "seconds": round(t, 2), "ms_ssim": round(float(score), 4),
-                         "stripe_index": round(stripe_index(gen.volume, image), 3)})
-        out[name] = {"runs": rows, "seconds": round(float(np.mean([r["seconds"] for r in rows])), 2),
-                     "ms_ssim": round(float(np.mean([r["ms_ssim"] for r in rows])), 4),
-                     "stripe_index": round(float(np.mean([r["stripe_index"] for r in rows])), 3)}
+            runs[name].append({"seed": seed, "seconds": round(t, 2), "ms_ssim": round(float(score), 4),
+                               "stripe_index": round(stripe_index(gen.volume, image), 3)})
+    out = {"seeds": len(runs["ddim25"])}
+    for name, rows in runs.items():
+        out[name] = {"runs": rows, **{key: round(float(np.mean([r[key] for r in rows])), 4)
+                                      for key in ("seconds", "ms_ssim", "stripe_index")}}
     for name, _ in fast:
         for ref, _ in references:
-            out[name][f"time_over_{ref}"] = round(out[name]["seconds"] / out[ref]["seconds"], 3)
-            out[name][f"ms_ssim_minus_{ref}"] = round(out[name]["ms_ssim"] - out[ref]["ms_ssim"], 4)
-            out[name][f"stripe_minus_{ref}"] = round(out[name]["stripe_index"] - out[ref]["stripe_index"], 3)
+            pairs = list(zip(runs[name], runs[ref], strict=True))
+            out[name][f"time_over_{ref}"] = round(sum(a["seconds"] for a, _ in pairs)
+                                                  / sum(b["seconds"] for _, b in pairs), 3)
+            for key, label in (("ms_ssim", "ms_ssim_minus"), ("stripe_index", "stripe_minus")):
+                diff = np.array([a[key] - b[key] for a, b in pairs])
+                se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+                out[name][f"{label}_{ref}"] = round(float(diff.mean()), 4)
+                out[name][f"{label}_{ref}_se"] = round(se, 4)
     out["heldout"] = "colin27"
     return out
 
@@ -203,6 +215,7 @@ def main(argv=None) -> int:
                    help="slice noise correlation of every generation (default: the model's prior, as the CLI and "
                         "the dock: 0.9 with the coarse band at 0.995; a number: one band, as before 2026-12-07)")
     p.add_argument("--repeats", type=int, default=3, help="busy cores: runs per time (their median)")
+    p.add_argument("--seeds", type=int, default=6, help="fast solver: seeds 0..N-1 per sampler (default 6)")
     p.add_argument("--quality", choices=list(QUALITY_PRESETS), default=DEFAULT_QUALITY,
                    help="the sampler of the regeneration and busy-core runs (default: the CLI's and the dock's)")
     args = p.parse_args(argv)
@@ -216,8 +229,10 @@ def main(argv=None) -> int:
     result = {"benchmark": "interactive", "device": "cpu", "cores": usable_cores(), "cpu": cpu,
               "date": time.strftime("%Y-%m-%d"), "slice_noise_correlation": args.rho or "the model's",
               "quality": args.quality, "paste_informed": options.paste_informed, "repeats": args.repeats}
-    for name, fn in (("regeneration", lambda b, o: regeneration(b, o, args.margin)), ("solvers", solvers),
-                     ("busy", lambda b, o: busy_core(b, o, args.repeats))):
+    sections = {"regeneration": lambda b, o: regeneration(b, o, args.margin),
+                "solvers": lambda b, o: solvers(b, o, range(args.seeds)),
+                "busy": lambda b, o: busy_core(b, o, args.repeats)}
+    for name, fn in sections.items():
         if name not in args.skip:
             result[name] = fn(bundle, options)
     line = json.dumps(result)

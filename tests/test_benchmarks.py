@@ -43,6 +43,14 @@ def test_temporal_conv_candidates_give_the_models_numbers():
         assert r[f"{name}_max_abs_diff"] < 1e-4, name
 
 
+def test_upsample_bench_times_both_and_finds_no_difference():
+    r = _one_json_line("benchmarks/bench_upsample.py", "--reps", "1")
+    assert set(r["shapes"]) == {"decoder_38x64x32", "decoder_38x64x16", "unet_32x128x16"}
+    for row in r["shapes"].values():
+        assert row["differing_elements"] == 0 and row["interpolate_ms"] > 0 and row["broadcast_ms"] > 0
+        assert abs(row["speedup"] - row["interpolate_ms"] / row["broadcast_ms"]) < 0.01 * row["speedup"] + 0.01
+
+
 def test_decode_memory_bench_fits_a_per_slice_cost():
     r = _one_json_line("benchmarks/bench_decode_memory.py", "--device", "cpu", "--size", "64", "--chunks", "1,4")
     assert set(r["per_chunk"]) == {"1", "4"} and r["size"] == 64

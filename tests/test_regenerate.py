@@ -100,8 +100,9 @@ def test_a_result_of_stochastic_ddim_is_regenerated_with_a_seam_warning(setup):
     assert first.provenance["solver"] == "ddim" and first.provenance["eta"] > 0
     assert first.provenance["step_noise"] == "windows"
     out = run_to_end(regenerate(bundle, first.volume, _edit(mask, [12]), image=image))
-    assert out.provenance["regenerated"]["warning"] == STOCHASTIC_SEAMS
-    assert seam_warning({"solver": "ddim", "eta": 1.0}) == STOCHASTIC_SEAMS  # made before step_noise existed
+    warning = out.provenance["regenerated"]["warning"]
+    assert warning == STOCHASTIC_SEAMS.format(sampler="stochastic DDIM (eta 1)") == seam_warning(first.provenance)
+    assert seam_warning({"solver": "ddim", "eta": 1.0}) == warning  # made before step_noise existed
     assert seam_warning({"solver": "ddim", "eta": 0.0}) is None and seam_warning({"solver": "dpmpp2m"}) is None
     for options, kind in ((SamplingOptions(steps=3, seed=4, device="cpu", solver="dpmpp2m"), None),
                           (SamplingOptions(steps=3, seed=4, device="cpu", slice_noise_correlation=0.9), "slices")):

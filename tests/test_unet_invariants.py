@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_gem3d.models.layers import fold_frames, from_columns, to_columns, unfold_frames
+from napari_gem3d.models.layers import fold_frames, from_columns, to_columns, unfold_frames, upsample_nearest2x
 from napari_gem3d.models.unet import UNetConfig, VolumeUNet, is_temporal_name
 from napari_gem3d.models.vae import AutoencoderKL, VAEConfig
 from net_helpers import path_tol, randomise
@@ -141,3 +141,22 @@ def test_bad_inputs_raise_clear_errors():
         unet(torch.randn(1, 16, 12, 8, 8), torch.zeros(1, 16, dtype=torch.long))
     with pytest.raises(ValueError, match="multiple of 32"):
         UNetConfig(**{**TINY, "model_channels": 24})
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (38, 64, 16, 16), (4, 1, 1, 1), (3, 2, 4, 6, 8)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nearest_upsample_equals_torch_interpolate_with_its_gradient(shape, dtype):
+    """The broadcast copy the UNet and the VAE upsample with is F.interpolate's nearest x2: the values bit for
+    bit (5-D: the last two axes, as interpolate's per-image call), the gradients (each a sum of four terms,
+    added in another order) to rounding."""
+    import torch.nn.functional as F
+
+    x = torch.randn(shape, dtype=torch.float64).to(dtype).requires_grad_(True)
+    flat = x.detach().reshape(-1, 1, *shape[-2:]).clone().requires_grad_(True)
+    ours = upsample_nearest2x(x)
+    ref = F.interpolate(flat, scale_factor=2.0, mode="nearest").reshape(*shape[:-2], 2 * shape[-2], 2 * shape[-1])
+    assert ours.dtype == dtype and torch.equal(ours, ref)
+    weight = torch.randn(ours.shape, dtype=torch.float64).to(dtype)
+    (ours * weight).sum().backward()
+    (ref * weight).sum().backward()
+    torch.testing.assert_close(x.grad, flat.grad.reshape(shape))

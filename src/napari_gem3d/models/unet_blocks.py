@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .layers import TemporalConv, multihead_attention, unet_norm, zero_
+from .layers import TemporalConv, multihead_attention, unet_norm, upsample_nearest2x, zero_
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Upsample(nn.Module):
         self.tconv = TemporalConv(channels) if temporal else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
-        x = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        x = self.conv(upsample_nearest2x(x))
         return x if self.tconv is None else self.tconv(x, ctx.num_frames)
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .layers import upsample_nearest2x
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -115,7 +117,7 @@ class _Up(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest2x(x))
 
 
 class _Level(nn.Module):

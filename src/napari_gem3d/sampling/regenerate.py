@@ -31,21 +31,24 @@ from .request import InformedSlice, SamplingOptions, SamplingRequest, WindowUpda
 FULL_RUN_FRACTION = 0.6
 DEFAULT_MARGIN = 2  # slices each side with independent slice noise (rho = 0)
 COHERENT_MARGIN = 1  # with correlated slice noise: measured as close to the real volume at both seams as 2
-#: Said (provenance, CLI, dock) when the result's step noise came from each window's own stream: measured in
-#: docs/benchmarks.md and docs/evidence.md.
-STOCHASTIC_SEAMS = ("this result was made with stochastic DDIM (eta > 0) drawing each window's own step noise (made "
-                    "before 2026-12-07, or with independent slice noise): the refilled slices meet the kept ones "
-                    "with visible seams (measured 1.6-2.4x the anatomy's own change there, at any margin; 0.5-0.8x "
-                    "for results made since, or with eta 0 or the Fast quality). For smooth edits generate the "
-                    "result again with this version, then edit")
+#: Said (provenance, CLI, dock) when the result's step noise came from each window's own stream, with the
+#: stochastic sampler named: measured (for DDIM) in docs/benchmarks.md and docs/evidence.md.
+STOCHASTIC_SEAMS = ("this result was made with {sampler} drawing each window's own step noise (independent slice "
+                    "noise, or DDIM before 2026-12-07): the refilled slices meet the kept ones with visible seams "
+                    "(measured for DDIM at eta 1: 1.6-2.4x the anatomy's own change there, at any margin; 0.5-0.8x "
+                    "with the slices' own step noise, or with eta 0 or the Fast quality). For smooth edits generate "
+                    "the result again with this version and the model's slice noise, then edit")
 
 
 def seam_warning(provenance: dict[str, Any]) -> str | None:
     """What a local regeneration of the result with ``provenance`` should say about its seams, or None: a
-    warning when it was made with a stochastic sampler whose step noise was each window's own (no ``step_noise``
-    "slices": see :class:`~napari_gem3d.sampling.denoise.StepNoiseFields`)."""
-    stochastic = adds_step_noise(provenance.get("solver", "ddim"), float(provenance.get("eta") or 0.0))
-    return STOCHASTIC_SEAMS if stochastic and provenance.get("step_noise") != "slices" else None
+    warning naming the sampler when it was a stochastic one whose step noise was each window's own (no
+    ``step_noise`` "slices": see :class:`~napari_gem3d.sampling.denoise.StepNoiseFields`)."""
+    solver, eta = provenance.get("solver", "ddim"), float(provenance.get("eta") or 0.0)
+    if not adds_step_noise(solver, eta) or provenance.get("step_noise") == "slices":
+        return None
+    sampler = f"stochastic DDIM (eta {eta:g})" if solver == "ddim" else "the DPM-Solver++(2M) SDE solver"
+    return STOCHASTIC_SEAMS.format(sampler=sampler)
 
 
 def margin_for(options: SamplingOptions, margin: int | None = None) -> int:
