@@ -4,9 +4,10 @@
         --model "before=OLD_BUNDLE" --model "now=src/napari_gem3d/data/demo_model" [--case colin27]
 
 ``--run`` is a demo recipe run folder (its ``configs/baseline.yaml`` names the cases, Colin27 held out).
-Every model gets the true middle slice as its informed slice, the default sampler (DPM-Solver++ 8 steps,
-the model's slice-noise prior) and the same seed; the shown slices are away from that start slice, and the last
-column is a sagittal cut. The VAE row is the first model's autoencoder: no generation can be sharper.
+Every model gets the true middle slice as its informed slice, the fast sampler when the figure was made
+(DPM-Solver++ 8 steps; the Fast preset has 6 since 2026-12-07), the model's slice-noise prior and the same seed;
+the shown slices are away from that start slice, and the last column is a sagittal cut. The VAE row is the first
+model's autoencoder: no generation can be sharper.
 """
 
 from __future__ import annotations

@@ -51,6 +51,33 @@ def test_upsample_bench_times_both_and_finds_no_difference():
         assert abs(row["speedup"] - row["interpolate_ms"] / row["broadcast_ms"]) < 0.01 * row["speedup"] + 0.01
 
 
+def test_busy_core_spinner_stops_when_the_benchmark_is_gone():
+    """bench_interactive's busy processes spin until stopped, or until the benchmark that started them dies
+    (killed from outside, its ``finally`` never runs): none is left behind."""
+    import os
+    import time
+
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench_interactive as b; "
+            "p = b.spinner(); print(p.pid, flush=True)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=True)
+    pid = int(out.stdout.split()[-1])
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has stopped
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive():
+        os.kill(pid, 9)
+        raise AssertionError("the spinner outlived the benchmark that started it")
+
+
 def test_decode_memory_bench_fits_a_per_slice_cost():
     r = _one_json_line("benchmarks/bench_decode_memory.py", "--device", "cpu", "--size", "64", "--chunks", "1,4")
     assert set(r["per_chunk"]) == {"1", "4"} and r["size"] == 64

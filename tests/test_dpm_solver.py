@@ -314,14 +314,14 @@ def test_cli_solver_option():
         options = sampling_options(p.parse_args(["--device", "cpu", *argv]))
         return options.solver, options.steps, options.eta
 
-    assert chosen() == ("dpmpp2m", 8, 0.0)  # --quality fast, the default
+    assert chosen() == ("dpmpp2m", 6, 0.0)  # --quality fast, the default
     assert chosen("--quality", "standard") == ("ddim", 25, 0.0)  # deterministic DDIM
     assert chosen("--quality", "official") == ("ddim", 50, 1.0)  # the paper's
     assert chosen("--quality", "standard", "--eta", "1") == ("ddim", 25, 1.0)
     assert chosen("--official-compat") == ("ddim", 50, 1.0)  # the official sampler unless asked otherwise
     assert chosen("--official-compat", "--steps", "20") == ("ddim", 20, 1.0)
     assert chosen("--steps", "12") == ("dpmpp2m", 12, 0.0)
-    assert chosen("--solver", "ddim") == ("ddim", 8, 0.0)
+    assert chosen("--solver", "ddim") == ("ddim", 6, 0.0)  # the fast preset's steps
     assert chosen("--quality", "official", "--solver", "dpmpp2m", "--steps", "10") == ("dpmpp2m", 10, 1.0)
     assert chosen("--solver", "dpmpp2m_sde", "--steps", "6") == ("dpmpp2m_sde", 6, 0.0)
     for bad in (["--solver", "euler"], ["--quality", "best"], ["--steps", "0"]):

@@ -41,7 +41,7 @@ def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtb
     widget = SamplingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="GEM-3D sampling")
     widget.mask.value, widget.image.value = mask_layer, image_layer
-    # the dock's default quality (DPM-Solver++, 8 steps) and its default: the scan's slice as conditioning only
+    # the dock's default quality (DPM-Solver++, 6 steps) and its default: the scan's slice as conditioning only
     assert (widget.solver.value, widget.steps.value, widget.paste.value) == ("dpmpp2m", 8, False)
     widget.device.value, widget.seed.value = "cpu", 0
     updates = record_windows(widget)
@@ -96,7 +96,7 @@ def test_regenerate_changes_latency_on_the_demo_case_is_reported(make_napari_vie
     widget = SamplingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="GEM-3D sampling")
     widget.mask.value, widget.image.value = mask_layer, image_layer
-    # the dock's default quality: DPM-Solver++ at 8 steps (held-out quality as DDIM-25's, docs/benchmarks.md)
+    # the dock's default quality: DPM-Solver++ at 6 steps (held-out quality as DDIM-25's, docs/benchmarks.md)
     assert (widget.solver.value, widget.steps.value) == ("dpmpp2m", 8)
     widget.device.value, widget.seed.value = "cpu", 0
     job = _started(qtbot, widget)

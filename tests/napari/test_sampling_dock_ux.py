@@ -165,7 +165,7 @@ def test_quality_presets_set_the_solver_and_steps_and_hand_edits_show_custom(vie
 
     viewer, _, _ = viewer_case
     widget = _dock(viewer, qtbot)
-    assert widget.quality.value == "Fast (8 steps)" and (widget.solver.value, widget.steps.value) == ("dpmpp2m", 8)
+    assert widget.quality.value == "Fast (6 steps)" and (widget.solver.value, widget.steps.value) == ("dpmpp2m", 6)
     for name, preset in QUALITY.items():
         widget.quality.value = name
         assert (widget.solver.value, widget.steps.value, widget.eta.value) == preset
@@ -178,9 +178,9 @@ def test_quality_presets_set_the_solver_and_steps_and_hand_edits_show_custom(vie
     assert widget.quality.value == CUSTOM
     widget.steps.value = 25
     assert widget.quality.value == "Standard (25 steps)"
-    widget.quality.value = "Fast (8 steps)"
+    widget.quality.value = "Fast (6 steps)"
     widget.eta.value = 0.5  # ignored by DPM-Solver++: still the Fast preset
-    assert widget.quality.value == "Fast (8 steps)"
+    assert widget.quality.value == "Fast (6 steps)"
     widget.device.value = "cpu"
     job = widget.run()
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)

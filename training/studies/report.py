@@ -8,6 +8,8 @@ from pathlib import Path
 
 from napari_gem3d.io import atomic_write
 
+from .samplers import FAST_NAME, FAST_SDE_NAME, GOAL_SOLVERS
+
 HERE = Path(__file__).resolve().parent
 
 TITLES = {
@@ -145,11 +147,11 @@ def coherence_goals(out: Path) -> dict:
 
     coh, c1, t2 = load("coherence"), load("c1"), load("table2")
     goals = {}
-    for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps", "DPM-Solver++ 2M SDE 8 steps"):
+    for solver in GOAL_SOLVERS:
         value = _mean(coh, f"held out: model's noise prior, {solver}", "stripe_index")
         goals[f"stripe index <= 1.2 (GEM-3D, {solver})"] = {"value": value, "target": 1.2,
                                                              "met": None if value is None else value <= 1.2}
-    for name in ("DDIM eta 1", "DPM-Solver++ 8 steps", "DPM-Solver++ 2M SDE 8 steps"):
+    for name in GOAL_SOLVERS:
         suffix = "" if name == "DDIM eta 1" else f", {name}"
         on = _mean(c1, f"overlap inpainting on{suffix}", "seam_ratio")
         off = _mean(c1, f"overlap inpainting off{suffix}", "seam_ratio")
@@ -159,9 +161,9 @@ def coherence_goals(out: Path) -> dict:
     gem, base = _mean(t2, "GEM-3D (true informed slice)", "ms_ssim"), _mean(t2, "mask-only baseline", "ms_ssim")
     goals["Table 2: GEM-3D MS-SSIM >= mask-only baseline (DDIM eta 1)"] = {
         "value": gem, "baseline": base, "met": None if gem is None or base is None else gem >= base}
-    gem = _mean(coh, "held out: model's noise prior, DPM-Solver++ 8 steps", "ms_ssim")
-    base = _mean(coh, "held out: mask-only baseline, DPM-Solver++ 8 steps", "ms_ssim")
-    goals["Table 2: GEM-3D MS-SSIM >= mask-only baseline (DPM-Solver++ 8 steps)"] = {
+    gem = _mean(coh, f"held out: model's noise prior, {FAST_NAME}", "ms_ssim")
+    base = _mean(coh, f"held out: mask-only baseline, {FAST_NAME}", "ms_ssim")
+    goals[f"Table 2: GEM-3D MS-SSIM >= mask-only baseline ({FAST_NAME})"] = {
         "value": gem, "baseline": base, "met": None if gem is None or base is None else gem >= base}
     return goals
 
@@ -204,7 +206,7 @@ CLAIMS = {
                for aug in ("", ", mask augmented") for src in ("IC: cross-picked slice", "IG: generated slice")
                for view in ("FID-A", "FID-C", "FID-S")],
     "c1": [(f"overlap inpainting on{s}", f"overlap inpainting off{s}", m, b)
-           for s in ("", ", DPM-Solver++ 8 steps", ", DPM-Solver++ 2M SDE 8 steps")
+           for s in ("", f", {FAST_NAME}", f", {FAST_SDE_NAME}")
            for m, b in (("consistency_ratio", "closer1"), ("seam_ratio", "closer1"), ("ms_ssim", "higher"))],
     "c2": [("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "consistency_ratio", "closer1"),
            ("stage 1 + stage 2 (temporal layers)", "stage 1 only (2-D network)", "seam_ratio", "closer1"),
@@ -214,7 +216,7 @@ CLAIMS = {
                ("fixed sampler", "official_compat (official plan and re-noising)", "ms_ssim", "higher")],
     "coherence": [(f"held out: model's noise prior, {solver}",
                    "held out: independent slice noise (rho = 0, the paper), DDIM eta 1", m, b)
-                  for solver in ("DDIM eta 1", "DPM-Solver++ 8 steps", "DPM-Solver++ 2M SDE 8 steps")
+                  for solver in GOAL_SOLVERS
                   for m, b in (("stripe_index", "closer1"), ("ms_ssim", "higher"))],
     "downstream": [(f"real + {k}x GEM-3D", "real only", m, b) for k in (1, 2, 3)
                    for m, b in (("dice_tumour", "higher"), ("dice_tissue", "higher"))],

@@ -12,6 +12,7 @@ from napari_gem3d.metrics.features import fallback_extractor
 from napari_gem3d.metrics.fid import ViewFeatures, fid_views
 
 from .context import StudyContext, summarise
+from .samplers import FAST, FAST_NAME, FAST_SDE, FAST_SDE_NAME
 
 #: the paper's qualitative claim for each study (what we check our numbers against)
 EXPECTED = {
@@ -79,22 +80,15 @@ def table1(ctx: StudyContext, case: str = "colin27_tumour") -> dict:
             "real": list(ctx.heldout), "expected": EXPECTED}
 
 
-#: The fast deterministic solver of the plugin's default ("Fast" in the sampling dock)
-FAST = {"solver": "dpmpp2m", "steps": 8}
-#: Its stochastic (SDE) form at the same steps, with the slice-indexed step noise (a candidate for "Fast")
-FAST_SDE = {"solver": "dpmpp2m_sde", "steps": 8}
 
 
 def c1_overlap(ctx: StudyContext) -> dict:
-    return _rows(ctx, {"overlap inpainting on": {"informed": "true"},
-                       "overlap inpainting off": {"informed": "true", "inpaint_overlap": False},
-                       "overlap inpainting on, DPM-Solver++ 8 steps": {"informed": "true", **FAST},
-                       "overlap inpainting off, DPM-Solver++ 8 steps": {"informed": "true", "inpaint_overlap": False,
-                                                                        **FAST},
-                       "overlap inpainting on, DPM-Solver++ 2M SDE 8 steps": {"informed": "true", **FAST_SDE},
-                       "overlap inpainting off, DPM-Solver++ 2M SDE 8 steps": {"informed": "true",
-                                                                               "inpaint_overlap": False,
-                                                                               **FAST_SDE}}, ctx.heldout)
+    rows = {"overlap inpainting on": {"informed": "true"},
+            "overlap inpainting off": {"informed": "true", "inpaint_overlap": False}}
+    for name, sampler in ((FAST_NAME, FAST), (FAST_SDE_NAME, FAST_SDE)):
+        rows[f"overlap inpainting on, {name}"] = {"informed": "true", **sampler}
+        rows[f"overlap inpainting off, {name}"] = {"informed": "true", "inpaint_overlap": False, **sampler}
+    return _rows(ctx, rows, ctx.heldout)
 
 
 #: The training subject the coherence study also measures (the demo case's subject, one synthetic tumour
@@ -115,13 +109,12 @@ def coherence(ctx: StudyContext) -> dict:
                                                                      "slice_noise_correlation": 0.0},
         f"{prior}, DDIM eta 1": {"informed": "true"},
         f"{prior}, DDIM eta 0": {"informed": "true", "eta": 0.0},
-        f"{prior}, DPM-Solver++ 8 steps": {"informed": "true", **FAST},
-        f"{prior}, DPM-Solver++ 2M SDE 8 steps": {"informed": "true", **FAST_SDE},
-        f"{prior}, DPM-Solver++ 8 steps, overlap inpainting off": {"informed": "true", "inpaint_overlap": False,
-                                                                   **FAST},
-        f"stage 1 only (temporal layers at identity), {prior}, DPM-Solver++ 8 steps": {"informed": "true",
-                                                                                      "model": "stage1", **FAST},
-        "mask-only baseline, DPM-Solver++ 8 steps": {"informed": "none", **FAST},
+        f"{prior}, {FAST_NAME}": {"informed": "true", **FAST},
+        f"{prior}, {FAST_SDE_NAME}": {"informed": "true", **FAST_SDE},
+        f"{prior}, {FAST_NAME}, overlap inpainting off": {"informed": "true", "inpaint_overlap": False, **FAST},
+        f"stage 1 only (temporal layers at identity), {prior}, {FAST_NAME}": {"informed": "true", "model": "stage1",
+                                                                               **FAST},
+        f"mask-only baseline, {FAST_NAME}": {"informed": "none", **FAST},
     }
     groups = {"held out": ctx.heldout}
     if TRAINING_SUBJECT in ctx.cases:

@@ -16,8 +16,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled demo model)")
     g.add_argument("--quality", default=None, choices=list(QUALITY_PRESETS),
-                   help="the sampler: fast = DPM-Solver++(2M), 8 steps (the default: on held-out brains as good as "
-                        "standard in a third of the time, with lower window seams); standard = deterministic DDIM "
+                   help=f"the sampler: fast = DPM-Solver++(2M), {QUALITY_PRESETS['fast'][1]} steps (the default: on "
+                        "held-out brains as good as standard in a third of the time, with lower window seams); "
+                        "standard = deterministic DDIM "
                         "(eta 0), 25 steps; official = DDIM, 50 steps, eta 1, the paper's (the default with "
                         "--official-compat). --solver, --steps and --eta override it")
     g.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default: the quality's)")
