@@ -42,7 +42,7 @@ def test_demo_case_generates_live_with_the_bundled_model(make_napari_viewer, qtb
     viewer.window.add_dock_widget(widget, name="GEM-3D sampling")
     widget.mask.value, widget.image.value = mask_layer, image_layer
     # the dock's default quality (DPM-Solver++, 6 steps) and its default: the scan's slice as conditioning only
-    assert (widget.solver.value, widget.steps.value, widget.paste.value) == ("dpmpp2m", 8, False)
+    assert (widget.solver.value, widget.steps.value, widget.paste.value) == ("dpmpp2m", 6, False)
     widget.device.value, widget.seed.value = "cpu", 0
     updates = record_windows(widget)
     job = _started(qtbot, widget)
@@ -97,7 +97,7 @@ def test_regenerate_changes_latency_on_the_demo_case_is_reported(make_napari_vie
     viewer.window.add_dock_widget(widget, name="GEM-3D sampling")
     widget.mask.value, widget.image.value = mask_layer, image_layer
     # the dock's default quality: DPM-Solver++ at 6 steps (held-out quality as DDIM-25's, docs/benchmarks.md)
-    assert (widget.solver.value, widget.steps.value) == ("dpmpp2m", 8)
+    assert (widget.solver.value, widget.steps.value) == ("dpmpp2m", 6)
     widget.device.value, widget.seed.value = "cpu", 0
     job = _started(qtbot, widget)
     qtbot.waitUntil(lambda: job.finished, timeout=300_000)

@@ -182,7 +182,7 @@ def test_quality_presets_are_the_sampling_docks(viewer_case, qtbot):
     viewer, _, _ = viewer_case
     widget = GalleryWidget(viewer)
     assert widget.quality.value == "Fast (6 steps)"
-    assert (widget.solver.value, widget.steps.value, widget.eta.value) == ("dpmpp2m", 8, 0.0)
+    assert (widget.solver.value, widget.steps.value, widget.eta.value) == ("dpmpp2m", 6, 0.0)
     widget.quality.value = "Official (50 steps)"
     assert (widget.solver.value, widget.steps.value, widget.eta.value) == QUALITY["Official (50 steps)"]
     widget.eta.value = 0.3

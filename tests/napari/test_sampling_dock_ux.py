@@ -185,7 +185,7 @@ def test_quality_presets_set_the_solver_and_steps_and_hand_edits_show_custom(vie
     job = widget.run()
     qtbot.waitUntil(lambda: job.finished, timeout=60_000)
     prov = widget.live.layer.metadata[RESULT_KEY]["provenance"]
-    assert prov["solver"] == "dpmpp2m" and prov["steps"] == 8
+    assert prov["solver"] == "dpmpp2m" and prov["steps"] == 6
 
 
 def test_window_boxes_enclose_their_windows_and_are_made_ahead_one_per_turn(viewer_case, qtbot):
