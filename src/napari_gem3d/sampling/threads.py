@@ -32,7 +32,10 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 #: How long the idle CPU time is sampled before a generation (seconds).
-SAMPLE_SECONDS = 0.1  # 100 Hz jiffies: 20 per 2 cores, enough to tell a busy core from an idle one
+#: 0.05 s told 0, 1 and 3 spinning processes apart on 2 cores in 60 of 60 samples each (idle read 1.82-2.00,
+#: 0.80-1.11, 0.00; 0.1 s: 1.90-2.00, 0.95-1.05, 0.00), and costs 5 % of a 1 s Fast generation instead of 10 %
+#: (docs/benchmarks.md). A fully idle or fully busy core is counted exactly whatever the tick quantisation.
+SAMPLE_SECONDS = 0.05
 ENV = "GEM3D_THREADS"
 WORKERS_ENV = "GEM3D_WORKERS"
 T = TypeVar("T")
