@@ -30,7 +30,6 @@ in this run only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from timing import emit
 
 from napari_gem3d import demo_case
 from napari_gem3d.commands.common import load_model
@@ -266,11 +266,7 @@ def main(argv=None) -> int:
     for name, fn in sections.items():
         if name not in args.skip:
             result[name] = fn(bundle, options)
-    line = json.dumps(result)
-    print(line)
-    if args.save:
-        with open(args.save, "a") as fh:
-            fh.write(line + "\n")
+    emit(result, args.save)
     return 0
 
 

@@ -8,13 +8,12 @@ number of differing elements (must be 0): prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from timing import timed
+from timing import emit, timed
 
 from napari_gem3d.models.layers import upsample_nearest2x
 from napari_gem3d.sampling.device import resolve_device
@@ -40,11 +39,7 @@ def main(argv=None) -> int:
         result["shapes"][name] = {"interpolate_ms": round(t_interp * 1e3, 3), "broadcast_ms": round(t_copy * 1e3, 3),
                                   "speedup": round(t_interp / t_copy, 2),
                                   "differing_elements": int((upsample_nearest2x(x) != ref).sum())}
-    line = json.dumps(result)
-    print(line)
-    if args.save:
-        with open(args.save, "a") as fh:
-            fh.write(line + "\n")
+    emit(result, args.save)
     return 0
 
 

@@ -1,7 +1,9 @@
-"""One timing loop for the benchmark scripts (run as ``python benchmarks/<script>.py``, so importable)."""
+"""One timing loop and one output line for the benchmark scripts (run as ``python benchmarks/<script>.py``, so
+importable)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import torch
@@ -21,3 +23,12 @@ def timed(fn, reps: int, device: torch.device) -> float:
         fn()
     sync()
     return (time.perf_counter() - t0) / reps
+
+
+def emit(result: dict, save: str | None = None) -> None:
+    """Print ``result`` as the script's one JSON line, and append it to ``save`` when given."""
+    line = json.dumps(result)
+    print(line)
+    if save:
+        with open(save, "a") as fh:
+            fh.write(line + "\n")

@@ -80,8 +80,6 @@ def table1(ctx: StudyContext, case: str = "colin27_tumour") -> dict:
             "real": list(ctx.heldout), "expected": EXPECTED}
 
 
-
-
 def c1_overlap(ctx: StudyContext) -> dict:
     rows = {"overlap inpainting on": {"informed": "true"},
             "overlap inpainting off": {"informed": "true", "inpaint_overlap": False}}

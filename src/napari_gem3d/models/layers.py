@@ -50,7 +50,7 @@ def timestep_embedding(
 
 def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour x2 of (..., H, W), equal to ``F.interpolate(x, scale_factor=2, mode="nearest")``
-    element for element, as a broadcast copy: torch's CPU kernel took 90 ms where this takes 14 ms for the
+    element for element, as a broadcast copy: torch's CPU kernel took 87 ms where this takes 13 ms for the
     decoder's (38, 64, 32, 32) (2 threads, benchmarks/bench_upsample.py)."""
     return repeat(x, "... h w -> ... (h i) (w j)", i=2, j=2)
 
