@@ -321,7 +321,9 @@ def test_cli_solver_option():
     assert chosen("--official-compat") == ("ddim", 50, 1.0)  # the official sampler unless asked otherwise
     assert chosen("--official-compat", "--steps", "20") == ("ddim", 20, 1.0)
     assert chosen("--steps", "12") == ("dpmpp2m", 12, 0.0)
-    assert chosen("--solver", "ddim") == ("ddim", 6, 0.0)  # the fast preset's steps
+    assert chosen("--solver", "ddim") == ("ddim", 25, 0.0)  # the first DDIM preset: standard
+    assert chosen("--solver", "ddim", "--eta", "1") == ("ddim", 25, 1.0)
+    assert chosen("--solver", "dpmpp2m_sde") == ("dpmpp2m_sde", 6, 0.0)  # no preset of its own: fast's steps
     assert chosen("--quality", "official", "--solver", "dpmpp2m", "--steps", "10") == ("dpmpp2m", 10, 1.0)
     assert chosen("--solver", "dpmpp2m_sde", "--steps", "6") == ("dpmpp2m_sde", 6, 0.0)
     for bad in (["--solver", "euler"], ["--quality", "best"], ["--steps", "0"]):

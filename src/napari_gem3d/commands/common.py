@@ -28,7 +28,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--solver", default=None, choices=list(SOLVERS),
                    help="ddim (the official sampler), dpmpp2m (DPM-Solver++(2M), deterministic) or dpmpp2m_sde "
                         "(its stochastic form: fresh correlated noise at every step, as DDIM at eta 1; "
-                        "docs/benchmarks.md); default: the quality's")
+                        "docs/benchmarks.md); default: the quality's. Given alone, the steps and eta are those of "
+                        "the first quality with that solver (ddim: standard's 25 steps, eta 0)")
     g.add_argument("--seed", type=int, default=0, help="noise seed, a whole number from 0 to 2**64-1 (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
@@ -112,10 +113,15 @@ def _positive_int(text: str) -> int:
 
 def sampler_settings(args: argparse.Namespace) -> tuple[str, int, float]:
     """``--solver``, ``--steps`` and ``--eta`` where given, else the ``--quality`` preset's: ``fast`` by default,
-    ``official`` with ``--official-compat`` (the official sampler is DDIM)."""
+    ``official`` with ``--official-compat`` (the official sampler is DDIM), and with ``--solver`` alone the first
+    preset of that solver (``--solver ddim`` is standard's 25 steps, not DDIM at fast's few)."""
     quality = getattr(args, "quality", None)
-    if quality is None:
-        quality = "official" if getattr(args, "official_compat", False) else DEFAULT_QUALITY
+    given_solver = getattr(args, "solver", None)
+    if quality is None and getattr(args, "official_compat", False):
+        quality = "official"
+    elif quality is None:
+        quality = next((name for name, preset in QUALITY_PRESETS.items() if preset[0] == given_solver),
+                       DEFAULT_QUALITY)
     solver, steps, eta = QUALITY_PRESETS[quality]
     if getattr(args, "official_compat", False) and getattr(args, "solver", None) is None:
         solver = "ddim"
