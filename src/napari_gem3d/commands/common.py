@@ -123,10 +123,10 @@ def sampler_settings(args: argparse.Namespace) -> tuple[str, int, float]:
         quality = next((name for name, preset in QUALITY_PRESETS.items() if preset[0] == given_solver),
                        DEFAULT_QUALITY)
     solver, steps, eta = QUALITY_PRESETS[quality]
-    if getattr(args, "official_compat", False) and getattr(args, "solver", None) is None:
+    if getattr(args, "official_compat", False) and given_solver is None:
         solver = "ddim"
     given_eta = getattr(args, "eta", None)
-    return (getattr(args, "solver", None) or solver, getattr(args, "steps", None) or steps,
+    return (given_solver or solver, getattr(args, "steps", None) or steps,
             eta if given_eta is None else float(given_eta))
 
 

@@ -178,6 +178,12 @@ def paste_known(x: torch.Tensor, known: Known, alpha_bar: torch.Tensor, noises: 
     return out
 
 
+def _step_noise(noises: Sequence[NoiseSource], x: torch.Tensor) -> torch.Tensor:
+    """One step's fresh noise for the batch ``x`` (B, ...): batch element b's "ddim" draw from ``noises[b]``,
+    on x's device (DDIM at eta > 0 and the SDE solver draw it alike)."""
+    return torch.stack([n.draw("ddim", tuple(x.shape[1:])) for n in noises]).to(x.device)
+
+
 def _start(x: torch.Tensor, plan, known: Known | None, noises: Sequence[NoiseSource]):
     """Both loops' start: the plan on ``x``'s device, and ``x`` with its known frames pasted at the first
     timestep's level; returns ``(x, plan, whether there are known frames)``."""
@@ -222,7 +228,7 @@ def denoise(
             cancel.check()
         t = plan.t[i].expand(batch)
         out = model_fn(x, t)
-        z = torch.stack([n.draw("ddim", tuple(x.shape[1:])) for n in noises]).to(x.device)
+        z = _step_noise(noises, x)
         a_t, a_prev, sigma = plan.coefficients(i)
         record = on_step is not None and plan.eta > 0
         step = ddim_step(
@@ -272,7 +278,7 @@ def denoise_dpm(
             cancel.check()
         out = model_fn(x, plan.t[i].expand(batch))
         x0 = data_prediction(out, x, plan.alpha[i], plan.sigma[i], prediction)
-        z = torch.stack([n.draw("ddim", tuple(x.shape[1:])) for n in noises]).to(x.device) if stochastic else None
+        z = _step_noise(noises, x) if stochastic else None
         x_next = dpm_step(x, x0, x0_prev, plan, i, z)
         x0_prev = x0
         if on_step is not None:

@@ -31,6 +31,7 @@ def adds_step_noise(solver: str, eta: float) -> bool:
     """Whether ``solver`` at ``eta`` adds fresh noise at every step (DDIM with eta > 0, DPM-Solver++(2M) SDE)."""
     return (solver == "ddim" and eta > 0) or solver == "dpmpp2m_sde"
 
+
 #: Seeds are whole numbers in [0, SEED_LIMIT): 64 bits, each giving its own noise.
 SEED_LIMIT = 2**64
 
