@@ -43,6 +43,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                         "2026-12-07; not with --official-compat). Default: that slice only sets the appearance "
                         "and every slice is generated, as the official sampler does, which gave fewer "
                         "slice-to-slice stripes on held-out brains (docs/evidence.md)")
+    g.add_argument("--lesion-guidance", type=_lesion_guidance, default=1.0, metavar="W",
+                   help="draw the mask's lesion W times as strongly (1 to 10; default 1: as the network draws it): "
+                        "where the mask holds lesion labels, the network's output with the healthy mask plus W "
+                        "times the lesion's effect on it, at the cost of a second network pass there")
     g.add_argument("--slice-noise-correlation", default="auto", type=_correlation, metavar="RHO",
                    help="correlation of the noise between neighbouring slices, 0 <= RHO < 1 (default auto: in GEM-3D "
                         "mode the noise prior the model was trained with, 0.9 for a model trained with "
@@ -86,6 +90,19 @@ def _correlation(text: str) -> float | str:
         value = -1.0
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1), got {text!r}")
+    return value
+
+
+def _lesion_guidance(text: str) -> float:
+    from ..sampling.request import MAX_LESION_GUIDANCE
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= MAX_LESION_GUIDANCE:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 (no guidance) to {MAX_LESION_GUIDANCE:g}, "
+                                         f"got {text!r}")
     return value
 
 
@@ -146,6 +163,7 @@ def sampling_options(args: argparse.Namespace):
         slice_noise_coarse_correlation=coarse_slice_noise_correlation(
             getattr(args, "slice_noise_coarse_correlation", "auto"), rho),
         paste_informed=bool(getattr(args, "paste_informed", False)),
+        lesion_guidance=float(getattr(args, "lesion_guidance", 1.0)),
     )
     effective_precision(options.precision, resolve_device(options.device))
     if getattr(args, "position", None) is not None and not 0.0 <= args.position <= 1.0:

@@ -33,6 +33,7 @@ from .denoise import (
     sampling_plan,
 )
 from .device import autocast, effective_precision, release_memory, resolve_device
+from .lesion_guidance import guide, label_slices, reference_masks
 from .plan import Window, plan_windows, rounds
 from .request import (
     SamplingRequest,
@@ -108,6 +109,12 @@ def generate(
     elif not gem3d or opts.official_compat:
         raise ValueError("a given window plan (local regeneration) needs GEM-3D mode without official_compat")
     independent = not gem3d  # baseline: no informed chain, no known frames -> windows are independent
+    guidance = float(opts.lesion_guidance)
+    if guidance != 1.0 and not cfg.card.lesion_labels:
+        raise ValueError(f"lesion guidance needs the model's lesion labels, and {cfg.name!r}'s model card names "
+                         "none: leave lesion guidance at 1")
+    references = reference_masks(mask, cfg.card.lesion_labels) if guidance != 1.0 else {}
+    label_in = label_slices(mask, references)
     inpaint = gem3d and opts.inpaint_overlap
     chunk = opts.chunk_for(height, width)
 
@@ -134,6 +141,9 @@ def generate(
             with autocast(device, precision):  # the VAE runs in the requested precision too (fp32 latents out)
                 mask_lat = codec.mask_condition_latents(encoded_mask, generator=cond_gen, chunk=chunk)
                 ref = _informed_latent(codec, informed, cfg.window, cond_gen, device, chunk)
+                reference_lat = {v: codec.mask_condition_latents(torch.from_numpy(cfg.labels.encode(m)),
+                                                                 generator=cond_gen, chunk=chunk).float()
+                                 for v, m in references.items()}
             mask_lat, ref = mask_lat.float(), None if ref is None else ref.float()
             lat_c, lat_h, lat_w = codec.latent_channels, *cfg.latent_size
             buffer = torch.zeros(num_slices, lat_c, lat_h, lat_w, device=device)
@@ -184,12 +194,29 @@ def generate(
                 if recorder is not None:
                     recorder.on_round(group, cond, known, ddim)
 
-                def model_fn(xt, t, cond=cond):
+                # (window, lesion label) pairs: one more pass of the window with that label taken out
+                guided = [(b, v) for b, w in enumerate(group) for v in references
+                          if label_in[v][w.start : w.stop].any()]
+                cond_refs = None if not guided else torch.stack(
+                    [_condition(group[b], reference_lat[v], ref, buffer, gem3d) for b, v in guided])
+
+                def run_unet(xt, t, cond):
                     def windows_part(part: slice) -> torch.Tensor:  # a worker's windows (grad mode is per thread)
                         with torch.no_grad(), autocast(device, precision):
                             return unet(torch.cat([xt[part], cond[part].to(xt.dtype)], dim=2), t[part]).float()
 
                     return torch.cat(workers.map(windows_part, workers.parts(xt.shape[0])))
+
+                def model_fn(xt, t, cond=cond, guided=guided, cond_refs=cond_refs):
+                    if not guided:
+                        return run_unet(xt, t, cond)
+                    rows = [b for b, _ in guided]  # one batch: the reference passes run beside the windows'
+                    both = run_unet(torch.cat([xt, xt[rows]]), torch.cat([t, t[rows]]), torch.cat([cond, cond_refs]))
+                    out, refs = both[: xt.shape[0]], both[xt.shape[0] :]
+                    guided_out = out.clone()
+                    for b in sorted(set(rows)):
+                        guided_out[b] = guide(out[b], [refs[k] for k, row in enumerate(rows) if row == b], guidance)
+                    return guided_out
 
                 if any(w.write for w in group):
                     x0 = denoise(
@@ -329,6 +356,7 @@ def _provenance(bundle, request, windows, device, precision, overlap, chunk, tim
         "inpaint_overlap": opts.inpaint_overlap,
         "step_noise": step_noise_kind(opts),
         "paste_informed": opts.paste_informed,
+        "lesion_guidance": opts.lesion_guidance,
         "solver": opts.solver,
         "slice_noise_correlation": opts.slice_noise_correlation,
         "slice_noise_coarse_correlation": opts.slice_noise_coarse_correlation,

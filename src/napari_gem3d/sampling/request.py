@@ -32,6 +32,10 @@ def adds_step_noise(solver: str, eta: float) -> bool:
     return (solver == "ddim" and eta > 0) or solver == "dpmpp2m_sde"
 
 
+#: Lesion guidance above this scale is refused: the output leaves what the network has seen (lesion_guidance.py).
+MAX_LESION_GUIDANCE = 10.0
+
+
 #: Seeds are whole numbers in [0, SEED_LIMIT): 64 bits, each giving its own noise.
 SEED_LIMIT = 2**64
 
@@ -71,9 +75,18 @@ class SamplingOptions:
     # as the start's known frame (True: this package's default before 2026-12-07), or only conditions the windows
     # and every slice is generated (False: as the official sampler; fewer slice-to-slice stripes, docs/evidence.md)
     paste_informed: bool = False
+    # lesion guidance w: in windows whose mask holds lesion labels (the model card's), the network's output is
+    # the healthy-mask output plus w times the lesion's effect on it (lesion_guidance.py); 1: no guidance
+    lesion_guidance: float = 1.0
 
     def __post_init__(self):
         check_seed(self.seed)
+        w = self.lesion_guidance
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 1.0 <= w <= MAX_LESION_GUIDANCE:
+            raise ValueError(f"lesion_guidance must be a number from 1 (none) to {MAX_LESION_GUIDANCE:g}, "
+                             f"got {w!r}")
+        if w != 1.0 and self.mode != "gem3d":
+            raise ValueError("lesion guidance applies to GEM-3D mode only: leave it at 1 in baseline mode")
         rho = self.slice_noise_correlation
         if rho is not None and not (isinstance(rho, (int, float)) and 0.0 <= rho < 1.0):
             raise ValueError(f"slice_noise_correlation must be in [0, 1) or None (the model's), got {rho!r}")
