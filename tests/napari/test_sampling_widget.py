@@ -430,3 +430,33 @@ def test_a_bundle_with_a_vq_first_stage_loads_and_generates_in_the_dock(viewer_c
     info = widget.live.layer.metadata[RESULT_KEY]
     assert info["status"] == "complete" and info["provenance"]["model"]["name"] == "tiny-vq"
     assert np.isfinite(widget.live.layer.data).all()
+
+
+def test_lesion_strength_needs_a_model_with_lesion_labels_and_reaches_the_generator(viewer_case, qtbot, bundle,
+                                                                                   bundle_path):
+    """The tiny model has no card: the control is greyed out and the run is unguided; a model whose card names
+    lesion labels enables it and the generator records the strength asked for."""
+    import dataclasses
+
+    from napari_gem3d._napari.session import get_session
+    from napari_gem3d.models.card import ModelCard
+
+    viewer, image_layer, mask_layer = viewer_case
+    widget = _widget(viewer, mask=mask_layer, image=image_layer, lesion_strength=2.5)
+    assert widget.lesion_strength.tooltip and not widget.lesion_strength.enabled
+    seen = []
+    for _ in range(2):
+        job = widget.run()
+        assert job is not None
+        _wait(qtbot, job)
+        info = widget.live.layer.metadata[RESULT_KEY]
+        assert info["status"] == "complete" and info["settings"]["lesion_strength"] == 2.5
+        seen.append(info["provenance"]["lesion_guidance"])
+        card = ModelCard(modality="MR", contrast="T1", body_region="brain", tissue_labels=(1, 2, 3),
+                         lesion_labels=(4, 5, 6))
+        get_session(viewer).set_bundle(dataclasses.replace(bundle, config=dataclasses.replace(bundle.config,
+                                                                                            card=card)))
+        assert widget.lesion_strength.enabled
+    assert seen == [1.0, 2.5]
+    widget.mode.value = "Mask only (baseline)"  # the baseline has no lesion guidance
+    assert not widget.lesion_strength.enabled

@@ -24,6 +24,7 @@ from superqt.utils import qthrottled
 
 from ..sampling.plan import rounds
 from ..sampling.request import (
+    MAX_LESION_GUIDANCE,
     UNTRAINED_PRIOR_CORRELATION,
     coarse_correlation_for,
     model_slice_noise_correlation,
@@ -104,6 +105,14 @@ class SamplingWidget(DockWidget):
                     "from; counted along the model's slice axis, as the Informed slice dock counts",
         )
         self.quality = quality_combo()
+        self.lesion_strength = FloatSpinBox(
+            name="lesion_strength", label="Lesion strength", min=1.0, max=MAX_LESION_GUIDANCE, step=0.5, value=1.0,
+            tooltip="how strongly the lesion labels are drawn: 1 as the network draws them; higher multiplies each "
+                    "lesion label's effect (lesion guidance). The demo model draws lesions fainter than they are: "
+                    "2-3 brought held-out tumours near their real contrast (docs/make-mask.md). Windows with a "
+                    "lesion take one more network pass per lesion label. Needs a model whose card names lesion "
+                    "labels (GEM-3D method)",
+        )
         self.view = ComboBox(
             name="view", label="View", choices=list(VIEWS), value="axial",
             tooltip="the plane shown: in coronal or sagittal view each window fills as a band",
@@ -132,6 +141,7 @@ class SamplingWidget(DockWidget):
                     "by the baseline or the official-compat mode",
         )
         self._model_coherence = float(self.coherence.value)  # the value the dock set, not the user
+        self._model_has_lesions = True  # the bundled demo model's card names lesion labels; set at each load
         self.seed = SpinBox(name="seed", label="Seed", min=0, max=2**31 - 1, value=0,
                             tooltip="the random seed: the same seed and settings give the same volume")
         self.device = ComboBox(
@@ -154,7 +164,7 @@ class SamplingWidget(DockWidget):
             tooltip="reproduce the official GEM-3D code exactly, its known bugs included (GEM-3D method only)",
         )
         self.main = Container(widgets=[self.mask, self.image, self.informed, self.mode, self.start, self.quality,
-                                       self.view])
+                                       self.lesion_strength, self.view])
         self.advanced = Container(widgets=[self.steps, self.solver, self.eta, self.coherence, self.seed,
                                            self.device, self.precision])
         self.fields = [*self.main, self.follow, self.force, *self.advanced, self.paste, self.compat]
@@ -262,6 +272,8 @@ class SamplingWidget(DockWidget):
             knows = (f"{card.modality} {card.contrast}, {card.body_region}" if card.known
                      else "no model card: its domain is unknown")
             text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'}): {knows}"
+            self._model_has_lesions = bool(card.lesion_labels)
+            self._mode_chosen()
             if float(self.coherence.value) == self._model_coherence:  # not changed by the user: the model's
                 self._model_coherence = model_slice_noise_correlation(bundle.config)
                 self.coherence.value = self._model_coherence
@@ -325,6 +337,7 @@ class SamplingWidget(DockWidget):
     def _mode_chosen(self, *_) -> None:
         gem3d = METHODS[self.mode.value] == "gem3d"
         self.informed.enabled = self.compat.enabled = self.coherence.enabled = self.paste.enabled = gem3d
+        self.lesion_strength.enabled = gem3d and self._model_has_lesions
 
     def _view_chosen(self, *_) -> None:
         order, orientation = VIEWS[self.view.value]
@@ -462,6 +475,7 @@ class SamplingWidget(DockWidget):
             slice_noise_correlation=rho,
             slice_noise_coarse_correlation=coarse_correlation_for(rho),
             paste_informed=bool(self.paste.value) and not official,
+            lesion_guidance=float(self.lesion_strength.value) if self.lesion_strength.enabled else 1.0,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain
