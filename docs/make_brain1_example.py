@@ -1,14 +1,15 @@
 """The README's "Your own scan" example, re-made: pyradiomics brain1 through check, make-mask and sample.
 
-    python docs/make_brain1_example.py [--model BUNDLE] [--seeds 0 1] [--out runs/brain1_example]
-                                       [--montage docs/images/brain1_make_mask_sample.png] [--paste-informed]
+    python docs/make_brain1_example.py [--model BUNDLE] [--seeds 0 1] [--lesion-guidance 1 3]
+                                       [--out runs/brain1_example] [--paste-informed]
+                                       [--montage docs/images/brain1_make_mask_sample.png]
 
 brain1 (``bash scripts/get_data.sh`` puts it under work_data/) is a real post-contrast T1 with 6.5 mm slices
 and a lesion-only label, so ``gem3d check`` refuses the label as it is; ``make-mask`` turns it into the
 card's label map and ``sample`` generates from that, in the scan's own geometry. Prints one JSON line per
-seed: the stripe index against the real scan and its two parts (across slices, in plane), the lesion's
-contrast to white matter in the generated and the real scan, and writes the
-montage of the first seed (real, model-ready mask, generated).
+seed and lesion guidance: the stripe index against the real scan and its two parts (across slices, in plane),
+the lesion's contrast to white matter in the generated and the real scan, and writes the montage of the first
+seed (real, model-ready mask, one generated row per lesion guidance).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, default=Path("runs/brain1_example"))
     p.add_argument("--montage", type=Path, default=None)
+    p.add_argument("--lesion-guidance", type=float, nargs="+", default=[1.0, 3.0],
+                   help="the lesion guidance values to sample with (1: none)")
     p.add_argument("--paste-informed", action="store_true", help="sample with the scan's start slice pasted in "
                    "(the default until 2026-12-07)")
     args = p.parse_args(argv)
@@ -69,27 +72,32 @@ def main(argv: list[str] | None = None) -> int:
         return round(float((v[lesion_voxels].mean() - v[white_matter].mean()) / v[white_matter].std()), 2)
 
     paste = ["--paste-informed"] if args.paste_informed else []
+    rows = []
     for k, seed in enumerate(args.seeds):
-        gen_path = args.out / f"brain1_generated_seed{seed}.nii.gz"
-        run = gem3d("sample", "--image", str(image), "--mask", str(mask), "--out", str(gen_path), "--overwrite",
-                    "--seed", str(seed), *paste, *model)
-        if run.returncode != 0:
-            raise SystemExit(f"sample failed:\n{run.stdout}{run.stderr}")
-        gen = read_volume(gen_path)
-        across, in_plane = axis_ratios(gen, real)
-        print(json.dumps({"seed": seed, "stripe_index": round(across / in_plane, 3), "across": round(across, 3),
-                          "in_plane": round(in_plane, 3), "lesion_contrast": lesion_contrast(gen),
-                          "real_lesion_contrast": lesion_contrast(real), "paste_informed": args.paste_informed,
-                          "model": args.model or "bundled demo model"}), flush=True)
-        if k == 0 and args.montage:
-            from napari_gem3d import demo_model_path
-            from napari_gem3d.montage import save_montage
+        for w in args.lesion_guidance:
+            gen_path = args.out / f"brain1_generated_seed{seed}_w{w:g}.nii.gz"
+            run = gem3d("sample", "--image", str(image), "--mask", str(mask), "--out", str(gen_path), "--overwrite",
+                        "--seed", str(seed), "--lesion-guidance", f"{w:g}", *paste, *model)
+            if run.returncode != 0:
+                raise SystemExit(f"sample failed:\n{run.stdout}{run.stderr}")
+            gen = read_volume(gen_path)
+            across, in_plane = axis_ratios(gen, real)
+            print(json.dumps({"seed": seed, "lesion_guidance": w, "stripe_index": round(across / in_plane, 3),
+                              "across": round(across, 3), "in_plane": round(in_plane, 3),
+                              "lesion_contrast": lesion_contrast(gen), "real_lesion_contrast": lesion_contrast(real),
+                              "paste_informed": args.paste_informed, "model": args.model or "bundled demo model"}),
+                  flush=True)
+            if k == 0:
+                rows.append((f"seed {seed}, lesion guidance {w:g}", gen))
+    if args.montage:
+        from napari_gem3d import demo_model_path
+        from napari_gem3d.montage import save_montage
 
-            config = json.loads((Path(args.model or demo_model_path()) / "config.json").read_text())
-            save_montage([("real brain1", real), ("make-mask", read_volume(mask)), (f"generated, seed {seed}", gen)],
-                         args.montage, kinds=["image", "labels", "image"],
-                         labels_max=max(int(k) for k in config["labels"]["names"]),
-                         title="pyradiomics brain1: check (refused) -> make-mask -> sample")
+        config = json.loads((Path(args.model or demo_model_path()) / "config.json").read_text())
+        save_montage([("real brain1", real), ("make-mask", read_volume(mask)), *rows], args.montage,
+                     kinds=["image", "labels"] + ["image"] * len(rows),
+                     labels_max=max(int(k) for k in config["labels"]["names"]),
+                     title="pyradiomics brain1: check (refused) -> make-mask -> sample")
     return 0
 
 

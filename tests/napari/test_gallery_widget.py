@@ -174,7 +174,7 @@ def test_first_run_loads_the_model_in_the_background(viewer_case_without_model, 
     assert widget.run_button.enabled
 
 
-def test_quality_presets_are_the_sampling_docks(viewer_case, qtbot):
+def test_quality_presets_are_the_sampling_docks(viewer_case, qtbot, bundle):
     """The gallery starts at the Fast quality, as the sampling dock and the CLI; a preset sets solver, steps
     and eta; an edit that matches no preset shows Custom."""
     from napari_gem3d._napari.quality import CUSTOM, QUALITY
@@ -186,4 +186,19 @@ def test_quality_presets_are_the_sampling_docks(viewer_case, qtbot):
     widget.quality.value = "Official (50 steps)"
     assert (widget.solver.value, widget.steps.value, widget.eta.value) == QUALITY["Official (50 steps)"]
     widget.eta.value = 0.3
-    assert widget.quality.value == CUSTOM and widget._options().eta == 0.3
+    assert widget.quality.value == CUSTOM and widget._options(bundle).eta == 0.3
+
+
+def test_lesion_strength_is_used_with_a_model_whose_card_names_lesion_labels(viewer_case, qtbot, bundle):
+    import dataclasses
+
+    from napari_gem3d.models.card import ModelCard
+
+    viewer, _, _ = viewer_case
+    widget = GalleryWidget(viewer)
+    assert widget.lesion_strength.value == 1.0 and widget.lesion_strength.tooltip
+    widget.lesion_strength.value = 2.5
+    assert widget._options(bundle).lesion_guidance == 1.0  # the tiny model has no card: nothing to guide
+    card = ModelCard(modality="MR", contrast="T1", body_region="brain", tissue_labels=(1, 2, 3), lesion_labels=(4,))
+    carded = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, card=card))
+    assert widget._options(carded).lesion_guidance == 2.5

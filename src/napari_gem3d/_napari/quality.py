@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
 
-from ..sampling.request import QUALITY_PRESETS
+from ..sampling.request import MAX_LESION_GUIDANCE, QUALITY_PRESETS
 
 #: the docks' names of the presets: name -> (solver, steps, eta)
 QUALITY = {f"{name.capitalize()} ({preset[1]} steps)": preset for name, preset in QUALITY_PRESETS.items()}
@@ -29,6 +29,23 @@ def preset_name(solver: str, steps: int, eta: float) -> str:
     """The preset these settings make, else :data:`CUSTOM`."""
     chosen = _key(solver, steps, eta)
     return next((name for name, preset in QUALITY.items() if _key(*preset) == chosen), CUSTOM)
+
+
+def lesion_strength_spin() -> FloatSpinBox:
+    """Lesion guidance (``SamplingOptions.lesion_guidance``) as the docks show it."""
+    return FloatSpinBox(
+        name="lesion_strength", label="Lesion strength", min=1.0, max=MAX_LESION_GUIDANCE, step=0.5, value=1.0,
+        tooltip="how strongly the lesion labels are drawn: 1 as the network draws them; higher multiplies each "
+                "lesion label's effect (lesion guidance). The demo model draws lesions fainter than they are: 3 "
+                "brought held-out tumours near their real contrast (docs/make-mask.md). Windows with a lesion "
+                "take one more network pass per lesion label. Used with a model whose card names lesion labels "
+                "(GEM-3D method)",
+    )
+
+
+def lesion_guidance_for(spin: FloatSpinBox, bundle) -> float:
+    """The strength asked for in ``spin``, or 1 (none) when ``bundle``'s card names no lesion labels."""
+    return float(spin.value) if bundle.config.card.lesion_labels else 1.0
 
 
 def solver_combo() -> ComboBox:

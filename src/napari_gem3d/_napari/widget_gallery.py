@@ -37,7 +37,7 @@ from ._qt_helpers import (
 )
 from .jobs import Handlers, Job, JobToken
 from .layers import layer_to_volume, volume_to_layer
-from .quality import link_quality, quality_combo, solver_combo
+from .quality import lesion_guidance_for, lesion_strength_spin, link_quality, quality_combo, solver_combo
 
 COUNTERFACTUAL = "Counterfactuals (one mask)"
 DEENHANCE = "De-enhance (many cases)"
@@ -135,6 +135,7 @@ class GalleryWidget(DockWidget):
         self.folder_button.clicked.connect(self._choose_folder)
         # technical settings (the Advanced section); the quality presets as in the sampling dock
         self.quality = quality_combo()
+        self.lesion_strength = lesion_strength_spin()
         self.solver = solver_combo()
         self.steps = SpinBox(
             name="steps", label="Steps", min=1, max=1000, value=50,
@@ -174,8 +175,8 @@ class GalleryWidget(DockWidget):
         )
         for listing in (self.informed_layers, self.cases):
             listing.max_height = 96  # about four rows, then it scrolls
-        self.advanced = Container(widgets=[self.quality, self.solver, self.steps, self.eta, self.seed, self.device,
-                                           self.force])
+        self.advanced = Container(widgets=[self.quality, self.lesion_strength, self.solver, self.steps, self.eta,
+                                           self.seed, self.device, self.force])
         for form in (self.form, self.advanced):
             narrow(form)
             self.track(form)
@@ -270,7 +271,7 @@ class GalleryWidget(DockWidget):
         self.status.setText(f"Not started: {exc}")
         self.run_button.enabled = True
 
-    def _options(self):
+    def _options(self, bundle):
         from ..sampling import SamplingOptions
 
         return SamplingOptions(
@@ -280,12 +281,13 @@ class GalleryWidget(DockWidget):
             seed=int(self.seed.value),
             device=self.device.value,
             slice_noise_correlation=None,  # the model's slice-noise prior, as the sampling dock and the CLI
+            lesion_guidance=lesion_guidance_for(self.lesion_strength, bundle),
         )
 
     def _start(self, bundle):
         from ..sampling.variants import TimeLeft, count_windows
 
-        options = self._options()
+        options = self._options(bundle)
         token = JobToken()
         if self.study.value == COUNTERFACTUAL:
             gen, total = self._counterfactual(bundle, options, token, count_windows)

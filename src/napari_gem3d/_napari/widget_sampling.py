@@ -24,7 +24,6 @@ from superqt.utils import qthrottled
 
 from ..sampling.plan import rounds
 from ..sampling.request import (
-    MAX_LESION_GUIDANCE,
     UNTRAINED_PRIOR_CORRELATION,
     coarse_correlation_for,
     model_slice_noise_correlation,
@@ -33,7 +32,7 @@ from ..sampling.request import (
 from ._qt_helpers import DockWidget, grey_out_devices, layer_choices, narrow, note, same_geometry, scan_choices, section
 from .jobs import Handlers, Job, JobToken
 from .layers import RESULT_KEY, SOURCE_KEY, layer_to_volume, transforms_of
-from .quality import link_quality, quality_combo, solver_combo
+from .quality import lesion_guidance_for, lesion_strength_spin, link_quality, quality_combo, solver_combo
 from .result_display import done_display, fill_display, filling_display, result_name
 from .sampling_steps import Prepared, WindowBlock, plan_for, regeneration_steps, sampling_steps
 from .window_boxes import WindowBoxes
@@ -105,14 +104,7 @@ class SamplingWidget(DockWidget):
                     "from; counted along the model's slice axis, as the Informed slice dock counts",
         )
         self.quality = quality_combo()
-        self.lesion_strength = FloatSpinBox(
-            name="lesion_strength", label="Lesion strength", min=1.0, max=MAX_LESION_GUIDANCE, step=0.5, value=1.0,
-            tooltip="how strongly the lesion labels are drawn: 1 as the network draws them; higher multiplies each "
-                    "lesion label's effect (lesion guidance). The demo model draws lesions fainter than they are: "
-                    "2-3 brought held-out tumours near their real contrast (docs/make-mask.md). Windows with a "
-                    "lesion take one more network pass per lesion label. Needs a model whose card names lesion "
-                    "labels (GEM-3D method)",
-        )
+        self.lesion_strength = lesion_strength_spin()
         self.view = ComboBox(
             name="view", label="View", choices=list(VIEWS), value="axial",
             tooltip="the plane shown: in coronal or sagittal view each window fills as a band",
@@ -475,7 +467,7 @@ class SamplingWidget(DockWidget):
             slice_noise_correlation=rho,
             slice_noise_coarse_correlation=coarse_correlation_for(rho),
             paste_informed=bool(self.paste.value) and not official,
-            lesion_guidance=float(self.lesion_strength.value) if self.lesion_strength.enabled else 1.0,
+            lesion_guidance=lesion_guidance_for(self.lesion_strength, bundle) if mode == "gem3d" else 1.0,
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain
