@@ -51,6 +51,15 @@ def test_upsample_bench_times_both_and_finds_no_difference():
         assert abs(row["speedup"] - row["interpolate_ms"] / row["broadcast_ms"]) < 0.01 * row["speedup"] + 0.01
 
 
+def test_lesion_guidance_bench_counts_the_extra_passes():
+    r = _one_json_line("benchmarks/bench_lesion_guidance.py", "--reps", "1", "--scales", "1", "2", "--threads", "1")
+    assert set(r["seconds"]) == set(r["ratio_to_first"]) == set(r["window_passes"]) == {"1", "2"}
+    assert r["ratio_to_first"]["1"] == 1.0 and r["seconds"]["2"] > 0
+    steps = int(r["preset"].split()[1])
+    unguided, guided = r["window_passes"]["1"], r["window_passes"]["2"]
+    assert unguided % steps == 0 and guided > unguided and (guided - unguided) % steps == 0
+
+
 def test_busy_core_spinner_stops_when_the_benchmark_is_gone():
     """bench_interactive's busy processes spin until stopped, or until the benchmark that started them dies
     (killed from outside, its ``finally`` never runs): none is left behind."""
