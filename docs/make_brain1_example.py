@@ -9,7 +9,8 @@ and a lesion-only label, so ``gem3d check`` refuses the label as it is; ``make-m
 card's label map and ``sample`` generates from that, in the scan's own geometry. Prints one JSON line per
 seed and lesion guidance: the stripe index against the real scan and its two parts (across slices, in plane),
 the lesion's contrast to white matter in the generated and the real scan, and writes the montage of the first
-seed (real, model-ready mask, one generated row per lesion guidance).
+seed through the lesion's largest slice in each view (real, model-ready mask, one generated row per lesion
+guidance, and the last guided row minus the unguided one: where guidance changed the volume).
 """
 
 from __future__ import annotations
@@ -90,11 +91,22 @@ def main(argv: list[str] | None = None) -> int:
             if k == 0:
                 rows.append((f"seed {seed}, lesion guidance {w:g}", gen))
     if args.montage:
+        from nibabel.orientations import apply_orientation
+
         from napari_gem3d import demo_model_path
-        from napari_gem3d.montage import save_montage
+        from napari_gem3d.montage import VIEWS, save_montage
+        from napari_gem3d.volume import model_grid
 
         config = json.loads((Path(args.model or demo_model_path()) / "config.json").read_text())
-        save_montage([("real brain1", real), ("make-mask", read_volume(mask)), *rows], args.montage,
+        index = {}
+        for view in VIEWS:  # the lesion's largest slice in each view
+            oriented = apply_orientation(lesion_voxels, model_grid(real, (1, 1), view).ornt)
+            index[view] = int(np.argmax(oriented.sum(axis=(1, 2))))
+        if len(rows) > 1:
+            (_, first), (name, last) = rows[0], rows[-1]
+            difference = np.asarray(last.array, np.float32) - np.asarray(first.array, np.float32)
+            rows.append((f"{name.split(', ')[-1]} minus 1", first.with_array(difference)))
+        save_montage([("real brain1", real), ("make-mask", read_volume(mask)), *rows], args.montage, index=index,
                      kinds=["image", "labels"] + ["image"] * len(rows),
                      labels_max=max(int(k) for k in config["labels"]["names"]),
                      title="pyradiomics brain1: check (refused) -> make-mask -> sample")

@@ -156,3 +156,12 @@ def test_guidance_draws_a_held_out_tumour_nearer_its_real_contrast():
     assert guided["rim"] > plain["rim"] + 0.6 and guided["rim"] < 1.2 * real_rim
     assert guided["core_below_rim"] > plain["core_below_rim"] + 0.8
     assert guided["ms_ssim"] > plain["ms_ssim"] - 0.01
+
+
+def test_a_regeneration_keeps_the_results_lesion_guidance(bundle):
+    """regenerate (CLI and dock) re-makes with the settings in the result's provenance: guidance included, so a
+    refilled range is drawn as the rest of the volume was; an older result without the key is unguided."""
+    from napari_gem3d.sampling.regenerate import options_from
+
+    assert options_from({"seed": 3, "lesion_guidance": 2.5}).lesion_guidance == 2.5
+    assert options_from({"seed": 3}).lesion_guidance == 1.0

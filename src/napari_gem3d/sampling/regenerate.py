@@ -98,7 +98,7 @@ def options_from(provenance: dict[str, Any], **overrides: Any) -> SamplingOption
 
     A result recorded before ``paste_informed`` existed pasted its true informed slice: it keeps doing so."""
     keys = ("steps", "eta", "seed", "mode", "inpaint_overlap", "official_compat", "decode_chunk", "solver",
-            "slice_noise_correlation", "slice_noise_coarse_correlation", "paste_informed")
+            "slice_noise_correlation", "slice_noise_coarse_correlation", "paste_informed", "lesion_guidance")
     values = {k: provenance[k] for k in keys if k in provenance and k in SamplingOptions.__dataclass_fields__}
     values["overlap"] = provenance.get("overlap")
     values.setdefault("paste_informed", not values.get("official_compat", False))
