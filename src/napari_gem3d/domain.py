@@ -8,6 +8,9 @@ code               severity  when
 =================  ========  =====================================================================
 card_unknown       warning   the bundle has no card: nothing can be checked
 modality           error     CT in Hounsfield units for an MR model, or MR-like intensities for CT
+contrast           error     the scan's name says another MR contrast than the card's (FLAIR, T2, ...), or
+                             its tissue medians under the mask reverse the card's order (contrast.py);
+                             warning when the name says the card's contrast and another
 labels_unknown     error     mask values the model does not declare
 lesion_only        error     one label on a small region: a lesion label without the anatomy
 tissue_missing     error     none of the required tissue labels; warning when only some are missing
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .contrast import name_findings, order_findings
 from .volume import Volume, model_grid, to_model
 
 SEVERITIES = ("error", "warning", "info")
@@ -293,6 +297,16 @@ def _geometry_findings(card, grid, mask: Volume) -> tuple[list[Finding], dict]:
     return out, facts
 
 
+def _tissue_roles(card, names) -> dict[str, int] | None:
+    """The card's CSF / grey / white matter labels by name (make-mask's rule), or None for a card without them."""
+    from .make_mask.roles import check_brain_card
+
+    try:
+        return check_brain_card(card, names)
+    except ValueError:
+        return None
+
+
 # ------------------------------------------------------------------------------------------- check
 def check_domain(config, mask: Volume, image: Volume | None = None, *, informed: Volume | None = None) -> DomainReport:
     """Every finding for generating ``mask`` (and ``image``; ``informed``: a volume giving the informed slice)."""
@@ -310,8 +324,15 @@ def check_domain(config, mask: Volume, image: Volume | None = None, *, informed:
             modality, evidence = guess_modality(volume)
             facts[f"{role.split()[0]}_modality"] = {"guess": modality, **evidence}
             findings += _modality_findings(card, modality, evidence, role)
+            findings += [Finding("contrast", *f) for f in name_findings(card, volume, role)]
     labels = np.asarray(mask.array)
     labels = labels if labels.dtype.kind in "iub" else np.rint(np.nan_to_num(labels)).astype(np.int64)
+    if image is not None and card.known and card.modality == "MR":
+        roles = _tissue_roles(card, names)
+        if roles is not None:
+            order, order_facts = order_findings(card, image, labels, roles)
+            findings += [Finding("contrast", *f) for f in order]
+            facts.update(order_facts)
     body = _body(image) if image is not None and card.known else None
     label_findings, label_facts = _label_findings(card, names, labels, body)
     findings += label_findings

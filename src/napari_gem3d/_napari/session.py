@@ -181,6 +181,7 @@ def warm_up_checks() -> None:
     from skimage.transform import resize  # noqa: F401
 
     from .. import domain, masks, volume  # noqa: F401
+    from ..make_mask import roles  # noqa: F401  (the contrast check finds the tissue labels by name)
 
 
 def load_model_files(path: str | os.PathLike, cache: Path | None = None):

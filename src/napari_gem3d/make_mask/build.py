@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from ..contrast import require_named_contrast
 from ..domain import require_modality
 from ..volume import Volume, require_finite
 from .brain import (
@@ -97,6 +98,7 @@ def make_model_mask(
     if image.array.dtype.kind not in "iufb":
         raise ValueError(f"the image must hold numbers, got dtype {image.array.dtype}")
     require_modality(card, image)  # an MR tissue model on a CT in HU would give confident nonsense
+    require_named_contrast(card, image)  # so would T1 tissue classes on a scan named FLAIR or T2
     warnings: list[str] = []
     nonbg = [*card.tissue_labels, *card.lesion_labels]
     all_lookup = name_lookup(names, [*card.background_labels, *nonbg], "card labels")
