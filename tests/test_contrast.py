@@ -87,6 +87,8 @@ def test_check_domain_reports_both_signs_under_one_code(config, case):
     report = check_domain(config, mask, flair)
     assert [f.code for f in report.errors].count("contrast") == 2 and not report.in_domain
     assert report.facts["tissue_medians"]["grey matter"] > report.facts["tissue_medians"]["white matter"]
+    ct = image.with_array((np.asarray(image.array, np.float32) * 8 - 1024).astype(np.int16))  # stored as a CT
+    assert [f.code for f in check_domain(config, mask, ct).errors] == ["modality"]  # said once, as a CT
 
 
 def test_cli_check_and_make_mask_refuse_a_scan_named_flair(tmp_path, case, capsys):

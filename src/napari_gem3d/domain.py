@@ -327,8 +327,8 @@ def check_domain(config, mask: Volume, image: Volume | None = None, *, informed:
             findings += [Finding("contrast", *f) for f in name_findings(card, volume, role)]
     labels = np.asarray(mask.array)
     labels = labels if labels.dtype.kind in "iub" else np.rint(np.nan_to_num(labels)).astype(np.int64)
-    if image is not None and card.known and card.modality == "MR":
-        roles = _tissue_roles(card, names)
+    if image is not None and card.known and card.modality == "MR" and facts["image_modality"]["guess"] == "MR":
+        roles = _tissue_roles(card, names)  # (a CT is refused above; its tissue order would say nothing more)
         if roles is not None:
             order, order_facts = order_findings(card, image, labels, roles)
             findings += [Finding("contrast", *f) for f in order]

@@ -44,9 +44,11 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                         "and every slice is generated, as the official sampler does, which gave fewer "
                         "slice-to-slice stripes on held-out brains (docs/evidence.md)")
     g.add_argument("--lesion-guidance", type=_lesion_guidance, default=1.0, metavar="W",
-                   help="draw the mask's lesion W times as strongly (1 to 10; default 1: as the network draws it): "
-                        "where the mask holds lesion labels, the network's output with the healthy mask plus W "
-                        "times the lesion's effect on it, at the cost of a second network pass there")
+                   help="lesion guidance: each lesion label's effect on the network's output W times (1 to 10; "
+                        "default 1: as the network draws it), measured against the mask with that label taken "
+                        "out; one more network pass per lesion label in each window that holds it. The demo "
+                        "model draws lesions faint: 3 brought held-out tumours near their real contrast "
+                        "(docs/make-mask.md#lesion-guidance)")
     g.add_argument("--slice-noise-correlation", default="auto", type=_correlation, metavar="RHO",
                    help="correlation of the noise between neighbouring slices, 0 <= RHO < 1 (default auto: in GEM-3D "
                         "mode the noise prior the model was trained with, 0.9 for a model trained with "
