@@ -49,3 +49,20 @@ def golden_volume_unet(golden):
         return from_official("volume", weights, meta["constructor_kwargs"]), t
 
     return build
+
+
+@pytest.fixture(scope="session")
+def demo_config():
+    """The bundled demo model's config (its card included), read without loading the networks."""
+    from napari_gem3d import demo_model_path
+    from napari_gem3d.models import BundleConfig
+
+    return BundleConfig.from_dict(json.loads((demo_model_path() / "config.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def demo_pair():
+    """The bundled demo case: (image, mask) Volumes."""
+    from napari_gem3d import demo_case
+
+    return demo_case()

@@ -3,29 +3,25 @@ run in another contrast's order, is refused by a T1 model; T1 scans pass."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from napari_gem3d import demo_case, demo_model_path
 from napari_gem3d.cli import main
 from napari_gem3d.contrast import families, name_findings, order_findings
 from napari_gem3d.domain import check_domain
 from napari_gem3d.io import read_volume, write_volume
-from napari_gem3d.models import BundleConfig
 
 ROLES = {"csf": 1, "gm": 2, "wm": 3}  # the demo card's
 
 
 @pytest.fixture(scope="module")
-def config() -> BundleConfig:
-    return BundleConfig.from_dict(json.loads((demo_model_path() / "config.json").read_text()))
+def config(demo_config):
+    return demo_config
 
 
 @pytest.fixture(scope="module")
-def case():
-    return demo_case()
+def case(demo_pair):
+    return demo_pair
 
 
 @pytest.mark.parametrize("name, expected", [

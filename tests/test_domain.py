@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_gem3d import demo_case, demo_model_path
+from napari_gem3d import demo_model_path
 from napari_gem3d.cli import main
 from napari_gem3d.domain import DomainError, check_domain, guess_modality, require_domain
 from napari_gem3d.io import read_volume, write_volume
@@ -18,13 +17,13 @@ from napari_gem3d.volume import Volume
 
 
 @pytest.fixture(scope="module")
-def config() -> BundleConfig:
-    return BundleConfig.from_dict(json.loads((demo_model_path() / "config.json").read_text()))
+def config(demo_config) -> BundleConfig:
+    return demo_config
 
 
 @pytest.fixture(scope="module")
-def case():
-    return demo_case()
+def case(demo_pair):
+    return demo_pair
 
 
 def codes(report, severity=None):

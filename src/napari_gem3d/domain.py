@@ -248,7 +248,8 @@ def _lesion_findings(config, mask: Volume, labels: np.ndarray, grid) -> tuple[li
             f"the lesion ({native} voxels) keeps {int(per_slice.sum())} model-grid pixels after resampling to "
             f"{grid.size[0]}x{grid.size[1]}, at most {best} in one slice ({best / f2:.1f} latent pixels; under "
             f"{LESION_MIN_LATENT_PIXELS} it may not appear).",
-            "a larger lesion, or a model with a finer grid.")], facts
+            "lesion guidance (--lesion-guidance 3, the docks' Lesion strength) draws it more strongly; or a "
+            "larger lesion, or a model with a finer grid.")], facts
     return [], facts
 
 
