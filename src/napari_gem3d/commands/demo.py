@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         kinds=["image", "labels", "image"],
         title=f"{bundle.config.name}: {out.provenance['num_windows']} windows, {out.provenance['solver']} "
         f"{out.provenance['steps']} steps, "
-        f"{out.provenance['timings_s']['total']:.1f} s on {out.provenance['device']}",
+        + (f"lesion guidance {out.provenance['lesion_guidance']:g}, " if out.provenance["lesion_guidance"] != 1 else "")
+        + f"{out.provenance['timings_s']['total']:.1f} s on {out.provenance['device']}",
     )
     print(f"wrote {target} and {args.out / 'montage.png'} ({out.provenance['timings_s']['total']:.1f} s)")
     return 0
