@@ -78,9 +78,9 @@ def test_windows_before_any_lesion_window_are_bitwise_unchanged(bundle):
     mask[34:38, 10:16, 10:16] = 5  # a lesion in the top slices only, far from the start at slice 8
     _, plain = collect(bundle, request(mask=mask, start=8, seed=1, solver="dpmpp2m", steps=4))
     _, guided = collect(bundle, request(mask=mask, start=8, seed=1, solver="dpmpp2m", steps=4, lesion_guidance=3.0))
-    first = result_window = plain.windows[0]
+    first = plain.windows[0]
     assert not any(label_slices(mask, [5])[5][first.start : first.stop])
-    z0, z1 = result_window.emit_range
+    z0, z1 = first.emit_range
     assert np.array_equal(plain.volume[z0:z1], guided.volume[z0:z1])
     assert not np.allclose(plain.volume[34:38], guided.volume[34:38])
     healthy = np.where(mask == 5, 3, mask)  # no lesion at all: guidance runs nothing extra
