@@ -98,6 +98,8 @@ def test_out_of_range_guidance_is_refused(value):
 def test_guidance_needs_gem3d_mode_and_a_card_with_lesion_labels(bundle):
     with pytest.raises(ValueError, match="GEM-3D mode only"):
         SamplingOptions(mode="baseline", lesion_guidance=2.0)
+    with pytest.raises(ValueError, match="official sampler, which has no lesion guidance"):
+        SamplingOptions(official_compat=True, lesion_guidance=2.0)
     with pytest.raises(ValueError, match="model card names none"):
         collect(tiny_bundle(), request(lesion_guidance=2.0))
 

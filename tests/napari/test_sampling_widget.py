@@ -458,5 +458,11 @@ def test_lesion_strength_needs_a_model_with_lesion_labels_and_reaches_the_genera
                                                                                             card=card)))
         assert widget.lesion_strength.enabled
     assert seen == [1.0, 2.5]
-    widget.mode.value = "Mask only (baseline)"  # the baseline has no lesion guidance
+    widget.solver.value, widget.compat.value = "ddim", True  # the official sampler has no lesion guidance
+    job = widget.run()
+    assert job is not None
+    _wait(qtbot, job)
+    info = widget.live.layer.metadata[RESULT_KEY]
+    assert info["status"] == "complete" and info["provenance"]["lesion_guidance"] == 1.0
+    widget.mode.value = "Mask only (baseline)"  # the baseline has none either
     assert not widget.lesion_strength.enabled

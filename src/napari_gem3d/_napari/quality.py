@@ -39,7 +39,7 @@ def lesion_strength_spin() -> FloatSpinBox:
                 "lesion label's effect (lesion guidance). The demo model draws lesions fainter than they are: 3 "
                 "brought held-out tumours near their real contrast (docs/make-mask.md). Windows with a lesion "
                 "take one more network pass per lesion label. Used with a model whose card names lesion labels "
-                "(GEM-3D method)",
+                "(GEM-3D method, not with official compat)",
     )
 
 

@@ -467,7 +467,8 @@ class SamplingWidget(DockWidget):
             slice_noise_correlation=rho,
             slice_noise_coarse_correlation=coarse_correlation_for(rho),
             paste_informed=bool(self.paste.value) and not official,
-            lesion_guidance=lesion_guidance_for(self.lesion_strength, bundle) if mode == "gem3d" else 1.0,
+            lesion_guidance=(lesion_guidance_for(self.lesion_strength, bundle) if mode == "gem3d" and not official
+                             else 1.0),  # the official sampler has none
         )
         # cheap checks and the plan here; the heavy preparation runs in the worker (sampling_steps)
         from ..domain import require_domain

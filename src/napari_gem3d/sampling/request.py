@@ -87,6 +87,9 @@ class SamplingOptions:
                              f"got {w!r}")
         if w != 1.0 and self.mode != "gem3d":
             raise ValueError("lesion guidance applies to GEM-3D mode only: leave it at 1 in baseline mode")
+        if w != 1.0 and self.official_compat:
+            raise ValueError("official_compat reproduces the official sampler, which has no lesion guidance: leave "
+                             "it at 1 with official_compat (--lesion-guidance, the docks' Lesion strength)")
         rho = self.slice_noise_correlation
         if rho is not None and not (isinstance(rho, (int, float)) and 0.0 <= rho < 1.0):
             raise ValueError(f"slice_noise_correlation must be in [0, 1) or None (the model's), got {rho!r}")
