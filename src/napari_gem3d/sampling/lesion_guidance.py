@@ -13,7 +13,8 @@ core becomes the rim around it), and the step uses
 so each label's own effect on the output is ``w`` times as strong: a necrotic core is pushed away from the rim
 around it, not only the tumour away from healthy tissue (that single healthy reference brightened the dark core
 with the rim, docs/make-mask.md). ``w = 1`` is the unguided output exactly; a window without lesion voxels runs
-once and is unchanged. One more network pass per lesion label present in a window.
+the network once, unguided (it differs from an unguided run only through the guided slices it continues from).
+One more network pass per lesion label present in a window.
 """
 
 from __future__ import annotations
