@@ -35,7 +35,7 @@ FAMILY_TOKENS: dict[str, tuple[str, ...]] = {
 }
 #: a tenth of the brain's interquartile range: a smaller reversal of two tissue medians is noise
 ORDER_MARGIN = 0.1
-#: tissue roles from darkest to brightest, by card contrast family
+#: tissue roles from darkest to brightest, by contrast family (make-mask orders its classes by it too)
 TISSUE_ORDER = {"T1": ("csf", "gm", "wm"), "T2": ("wm", "gm", "csf"), "FLAIR": ("csf", "wm", "gm")}
 ROLE_NAMES = {"csf": "CSF", "gm": "grey matter", "wm": "white matter"}
 

@@ -133,7 +133,6 @@ class SamplingWidget(DockWidget):
                     "by the baseline or the official-compat mode",
         )
         self._model_coherence = float(self.coherence.value)  # the value the dock set, not the user
-        self._model_has_lesions = True  # the bundled demo model's card names lesion labels; set at each load
         self.seed = SpinBox(name="seed", label="Seed", min=0, max=2**31 - 1, value=0,
                             tooltip="the random seed: the same seed and settings give the same volume")
         self.device = ComboBox(
@@ -264,8 +263,7 @@ class SamplingWidget(DockWidget):
             knows = (f"{card.modality} {card.contrast}, {card.body_region}" if card.known
                      else "no model card: its domain is unknown")
             text = f"Model: {bundle.config.name} ({bundle.model_hash[:10] or 'in memory'}): {knows}"
-            self._model_has_lesions = bool(card.lesion_labels)
-            self._mode_chosen()
+            self._mode_chosen()  # lesion strength follows the model's card
             if float(self.coherence.value) == self._model_coherence:  # not changed by the user: the model's
                 self._model_coherence = model_slice_noise_correlation(bundle.config)
                 self.coherence.value = self._model_coherence
@@ -329,7 +327,8 @@ class SamplingWidget(DockWidget):
     def _mode_chosen(self, *_) -> None:
         gem3d = METHODS[self.mode.value] == "gem3d"
         self.informed.enabled = self.compat.enabled = self.coherence.enabled = self.paste.enabled = gem3d
-        self.lesion_strength.enabled = gem3d and self._model_has_lesions
+        bundle = self.session.bundle  # none loaded yet: the bundled demo model, whose card names lesion labels
+        self.lesion_strength.enabled = gem3d and (bundle is None or bool(bundle.config.card.lesion_labels))
 
     def _view_chosen(self, *_) -> None:
         order, orientation = VIEWS[self.view.value]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..contrast import TISSUE_ORDER
+
 if TYPE_CHECKING:
     from ..models.card import ModelCard
 
@@ -70,13 +72,10 @@ def check_brain_card(card: ModelCard, label_names: Mapping[int, str]) -> dict[st
 def contrast_order(contrast: str) -> tuple[tuple[str, str, str], str | None]:
     """Tissue roles from darkest to brightest for the card's contrast, and a warning if it was guessed."""
     c = normalise_name(contrast)
-    if "flair" in c:
-        return ("csf", "wm", "gm"), None
-    if "t2" in c:
-        return ("wm", "gm", "csf"), None
-    if "t1" in c:
-        return ("csf", "gm", "wm"), None
-    return ("csf", "gm", "wm"), f"card contrast {contrast!r} is not T1, T2 or FLAIR: assumed T1 (CSF < GM < WM)"
+    for family in ("FLAIR", "T2", "T1"):  # "T2 FLAIR" is a FLAIR
+        if family.lower() in c:
+            return TISSUE_ORDER[family], None
+    return TISSUE_ORDER["T1"], f"card contrast {contrast!r} is not T1, T2 or FLAIR: assumed T1 (CSF < GM < WM)"
 
 
 def name_lookup(names: Mapping[int, str], allowed, what: str) -> dict[str, int]:

@@ -75,8 +75,8 @@ class SamplingOptions:
     # as the start's known frame (True: this package's default before 2026-12-07), or only conditions the windows
     # and every slice is generated (False: as the official sampler; fewer slice-to-slice stripes, docs/evidence.md)
     paste_informed: bool = False
-    # lesion guidance w: in windows whose mask holds lesion labels (the model card's), the network's output is
-    # the healthy-mask output plus w times the lesion's effect on it (lesion_guidance.py); 1: no guidance
+    # lesion guidance w: in windows whose mask holds lesion labels (the model card's), each label's effect on the
+    # network's output (against the mask with that label taken out) w times (lesion_guidance.py); 1: no guidance
     lesion_guidance: float = 1.0
 
     def __post_init__(self):
